@@ -1,0 +1,171 @@
+"""Run configuration: one frozen, hashable dataclass named after the paper's symbols.
+
+``Config`` splits into a static *structure* (shapes, variant, loop lengths; part of the
+compiled program) and traced *step sizes* (gamma and the three etas; plain arrays, so a
+sweep over them can be vmapped without recompiling). See ``Config.step_sizes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from bcd_jax.activations import ACTIVATIONS, Activation, get_activation
+from bcd_jax.algorithms import ALGORITHMS, AlgorithmSpec, get_algorithm
+
+__all__ = ["Config", "StepSizes", "load_config", "EXPERIMENT_TABLES"]
+
+# TOML tables that belong to the experiment scripts, not to the solver (see bcd_jax.experiments).
+EXPERIMENT_TABLES = ("data", "experiment")
+
+
+class StepSizes(NamedTuple):
+    """The traced numbers of a run (scalars of the data's dtype)."""
+
+    gamma: Any
+    eta_v: Any
+    eta_w: Any
+    eta_w1: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Configuration of a BCD run; every field has the paper's meaning.
+
+    Attributes:
+      algorithm: ``"monotone"`` (Algorithm 1), ``"relu_skip"`` (Algorithm 3) or
+        ``"relu_noskip"`` (Algorithm 3 without skips, the paper's Figure 2 ablation).
+      activation: a name from ``bcd_jax.ACTIVATIONS`` or an elementwise callable.
+      negative_slope: LeakyReLU slope a in ``max(z, a z)``.
+      depth: L, the number of weight matrices (L - 1 hidden layers).
+      width: r, the width of every hidden layer.
+      gamma: weight of the hidden-layer losses in F.
+      eta_v: step size of the V blocks (output layer: ``eta_v``; layer j: ``gamma * eta_v``).
+      eta_w: step size of W_2..W_L (hidden: ``gamma * eta_w``; output: ``eta_w``).
+      eta_w1: step size of W_1 (``gamma * eta_w1``).
+      k_v: K_V, gradient steps per V block per sweep.
+      k_w: K_W, gradient steps on W_1 per sweep.
+      sweeps: K, the number of outer iterations (sweeps).
+      svb: ``(s1, s2)`` bounds of singular value bounding at init; ``None`` takes the
+        bounds of the algorithm's theorem ((3/4, 5/4) for Algorithm 1, (0, 1/4) for 3).
+      seed: seed used when ``fit`` is given no key.
+    """
+
+    algorithm: str = "monotone"
+    activation: str | Callable = "leaky_relu"
+    negative_slope: float = 0.5
+    depth: int = 5
+    width: int = 30
+    gamma: float = 0.2
+    eta_v: float = 1.0
+    eta_w: float = 1.0
+    eta_w1: float = 1.0
+    k_v: int = 100
+    k_w: int = 100
+    sweeps: int = 30
+    svb: tuple[float, float] | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.svb, list):  # TOML arrays arrive as lists; keep the object hashable
+            object.__setattr__(self, "svb", tuple(self.svb))
+        _validate(self)
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def algorithm_spec(self) -> AlgorithmSpec:
+        return get_algorithm(self.algorithm)
+
+    @property
+    def activation_fn(self) -> Activation:
+        return get_activation(self.activation, self.negative_slope)
+
+    @property
+    def svb_bounds(self) -> tuple[float, float]:
+        return self.svb if self.svb is not None else self.algorithm_spec.default_svb
+
+    def step_sizes(self, dtype=jnp.float32) -> StepSizes:
+        """The traced numbers, as scalars of ``dtype``."""
+        return StepSizes(*(jnp.asarray(v, dtype) for v in (self.gamma, self.eta_v, self.eta_w, self.eta_w1)))
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+_INT_FIELDS = ("depth", "width", "k_v", "k_w", "sweeps")
+_POSITIVE_FLOAT_FIELDS = ("gamma", "eta_v", "eta_w", "eta_w1")
+
+
+def _validate(cfg: Config) -> None:
+    get_algorithm(cfg.algorithm)
+    for name in _INT_FIELDS:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    for name in ("width", "sweeps"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {getattr(cfg, name)}")
+    for name in ("k_v", "k_w"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name}: expected an int >= 0, got {getattr(cfg, name)}")
+    if cfg.depth < 2:
+        raise ValueError(f"depth: expected L >= 2 weight matrices (one hidden layer), got {cfg.depth}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ValueError(f"seed: expected an int, got {type(cfg.seed).__name__} {cfg.seed!r}")
+    for name in _POSITIVE_FLOAT_FIELDS:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    slope = cfg.negative_slope
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < 1:
+        raise ValueError(f"negative_slope: expected a number in [0, 1), got {slope!r}")
+    if cfg.svb is not None:
+        ok = (
+            isinstance(cfg.svb, tuple)
+            and len(cfg.svb) == 2
+            and all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in cfg.svb)
+            and 0 <= cfg.svb[0] <= cfg.svb[1]
+            and cfg.svb[1] > 0
+        )
+        if not ok:
+            raise ValueError(f"svb: expected (s1, s2) with 0 <= s1 <= s2 and s2 > 0, or None; got {cfg.svb!r}")
+    if isinstance(cfg.activation, str) and cfg.activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation: unknown name {cfg.activation!r}; expected one of {sorted(ACTIVATIONS)} "
+            "or an elementwise callable"
+        )
+    get_activation(cfg.activation, cfg.negative_slope)
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Config:
+    """Builds a Config from a mapping, rejecting unknown keys by name."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    return Config(**values)
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads a TOML file (see ``configs/``) into a :class:`Config`.
+
+    Top-level keys are Config fields. The tables ``[data]`` and ``[experiment]`` describe
+    the experiment around the run and are read by ``bcd_jax.experiments``; anything else
+    is an error that names the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no config file at {str(path)!r}")
+    with path.open("rb") as fh:
+        try:
+            raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"path: {str(path)!r} is not valid TOML: {exc}") from exc
+    solver_keys = {k: v for k, v in raw.items() if k not in EXPERIMENT_TABLES}
+    return config_from_dict(solver_keys, source=str(path))

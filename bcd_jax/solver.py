@@ -1,0 +1,432 @@
+"""The BCD solver: state, one sweep (Algorithms 1 and 3), the compiled run loop, and ``fit``.
+
+One sweep, in the paper's backward order (Algorithm 1; Algorithm 3 differs only by the
+switches of :class:`bcd_jax.AlgorithmSpec`)::
+
+    W_L      <- W_L - eta_w * mean_i (W_L v_i - y_i) v_i^T                (v_i = V_{L-1,i})
+    V_{L-1,i}<- V_{L-1,i} - eta_v * W_L^T (W_L V_{L-1,i} - y_i)             (one step)
+    for j = L-1 .. 2:
+        e_i  = sigma(W_j V_{j-1,i}) - V_{j,i}        (+ V_{j-1,i} with skips)
+        W_j  <- W_j - gamma*eta_w * mean_i [sigma'(W_j V_{j-1,i}) * e_i] V_{j-1,i}^T   (one step)
+        K_V times:  V_{j-1,i} <- V_{j-1,i} - gamma*eta_v * (W_j^T [sigma' * e_i] (+ e_i))
+    K_W times:  W_1 <- W_1 - gamma*eta_w1 * mean_i [sigma'(W_1 x_i) * (sigma(W_1 x_i) - V_{1,i})] x_i^T
+
+Every gradient is that of the per-sample loss 1/2 ||.||^2; weight gradients average the n
+per-sample gradients. V updates are written for ONE sample and ``vmap``ped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from bcd_jax.activations import get_activation
+from bcd_jax.algorithms import get_algorithm
+from bcd_jax.config import Config, StepSizes
+from bcd_jax.model import hidden_forward, init_params as _init_params, propagate
+from bcd_jax.validation import check_data, check_params, is_concrete
+
+__all__ = [
+    "BCDState",
+    "Diagnostics",
+    "FitResult",
+    "Structure",
+    "BCDDivergenceWarning",
+    "init_state",
+    "sweep",
+    "run",
+    "diagnostics",
+    "fit",
+]
+
+
+class BCDState(NamedTuple):
+    """The whole BCD state, a pytree.
+
+    Attributes:
+      weights: ``(W_1, ..., W_L)``; ``W_1: (r, d_in)``, ``W_j: (r, r)``, ``W_L: (d_out, r)``.
+      hidden: ``(V_1, ..., V_{L-1})``, each ``(n, r)``; row i is the paper's ``V_{j,i}``.
+      sweep: number of sweeps completed (int32 scalar).
+    """
+
+    weights: tuple[jax.Array, ...]
+    hidden: tuple[jax.Array, ...]
+    sweep: jax.Array
+
+
+class Diagnostics(NamedTuple):
+    """Per-sweep diagnostics, computed on the state after the sweep.
+
+    Losses use the paper's squared norms (no 1/2) averaged over the n samples, so
+    ``objective`` is the paper's F divided by n.
+
+    Attributes:
+      objective: ``output_loss + gamma * sum(layer_losses)``.
+      output_loss: ``mean_i ||W_L V_{L-1,i} - y_i||^2``.
+      layer_losses: ``(L-1,)``; entry j-1 is ``mean_i ||sigma(W_j V_{j-1,i}) (+V_{j-1,i}) - V_{j,i}||^2``
+        (j = 1 never has a skip; for Algorithm 3 it is the true ReLU layer loss).
+      train_mse: training error of the real network, ``mean_i ||f(x_i) - y_i||^2``.
+      sv_min, sv_max: ``(L,)`` smallest / largest singular value of each ``W_j``.
+      v_gram_max: ``(L-1,)`` ``lambda_max(V_j V_j^T)``, the C_V of Theorem 4.1.
+      blocks_finite: ``(2L-1,)`` whether ``W_1..W_L, V_1..V_{L-1}`` are all finite.
+    """
+
+    objective: jax.Array
+    output_loss: jax.Array
+    layer_losses: jax.Array
+    train_mse: jax.Array
+    sv_min: jax.Array
+    sv_max: jax.Array
+    v_gram_max: jax.Array
+    blocks_finite: jax.Array
+
+
+class Structure(NamedTuple):
+    """The static part of a Config: everything that shapes the compiled program."""
+
+    algorithm: str
+    activation: Any
+    negative_slope: float
+    depth: int
+    k_v: int
+    k_w: int
+
+    @classmethod
+    def of(cls, config: Config) -> Structure:
+        return cls(config.algorithm, config.activation, float(config.negative_slope), config.depth, config.k_v, config.k_w)
+
+
+class BCDDivergenceWarning(RuntimeWarning):
+    """A run produced non-finite values; the last finite state was returned."""
+
+
+# --------------------------------------------------------------------------------------
+# Per-sample maths (one sample; vmapped below)
+# --------------------------------------------------------------------------------------
+
+
+def _layer_residual(w, v_prev, v, *, sigma, skip):
+    """``e = sigma(W v_prev) (+ v_prev) - v`` and ``sigma'(W v_prev)`` for one sample."""
+    s, ds = sigma.value_and_derivative(w @ v_prev)
+    e = s + v_prev - v if skip else s - v
+    return e, ds
+
+
+def _hidden_v_block(v_prev, v, w, step, *, sigma, skip, project, k_v):
+    """K_V gradient steps on ``V_{j-1,i}`` for ``1/2 ||sigma(W_j V_{j-1,i}) (+V_{j-1,i}) - V_{j,i}||^2``."""
+
+    def body(_, u):
+        e, ds = _layer_residual(w, u, v, sigma=sigma, skip=skip)
+        grad = w.T @ (ds * e)
+        if skip:
+            grad = grad + e
+        return u - step * grad
+
+    u = lax.fori_loop(0, k_v, body, v_prev)
+    return jnp.maximum(u, 0) if project else u
+
+
+def _output_v_block(v, y, w_out, step, *, project):
+    """One gradient step on ``V_{L-1,i}`` for ``1/2 ||W_L V_{L-1,i} - y_i||^2``."""
+    u = v - step * (w_out.T @ (w_out @ v - y))
+    return jnp.maximum(u, 0) if project else u
+
+
+# --------------------------------------------------------------------------------------
+# One sweep
+# --------------------------------------------------------------------------------------
+
+
+def _sweep_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure):
+    spec = get_algorithm(structure.algorithm)
+    sigma = get_activation(structure.activation, structure.negative_slope)
+    W, V = list(state.weights), list(state.hidden)
+    L = len(W)
+    n = X.shape[0]
+    inputs = [X] + V  # inputs[j-1] is V_{j-1} (V_0 = X) in the paper's 1-based layer index
+
+    # Output layer: W_L (Algorithm 1 only), then one step on every V_{L-1,i}.
+    if spec.train_output_weight:
+        residual = V[-1] @ W[-1].T - Y
+        W[-1] = W[-1] - steps.eta_w * (residual.T @ V[-1]) / n
+    output_v_block = functools.partial(_output_v_block, project=spec.project_nonneg)
+    V[-1] = jax.vmap(output_v_block, in_axes=(0, 0, None, None))(V[-1], Y, W[-1], steps.eta_v)
+    inputs[-1] = V[-1]
+
+    # Hidden layers j = L-1 .. 2: one step on W_j, then K_V steps on V_{j-1}.
+    residual_batch = jax.vmap(functools.partial(_layer_residual, sigma=sigma, skip=spec.skip), in_axes=(None, 0, 0))
+    hidden_v_block = jax.vmap(
+        functools.partial(
+            _hidden_v_block, sigma=sigma, skip=spec.skip, project=spec.project_nonneg, k_v=structure.k_v
+        ),
+        in_axes=(0, 0, None, None),
+    )
+    for j in range(L - 1, 1, -1):
+        w, v_prev, v = W[j - 1], inputs[j - 1], inputs[j]
+        e, ds = residual_batch(w, v_prev, v)
+        W[j - 1] = w - steps.gamma * steps.eta_w * ((ds * e).T @ v_prev) / n
+        new_v_prev = hidden_v_block(v_prev, v, W[j - 1], steps.gamma * steps.eta_v)
+        V[j - 2] = new_v_prev
+        inputs[j - 1] = new_v_prev
+
+    # First layer: K_W full-batch gradient steps on W_1 (input X is fixed).
+    def w1_body(_, w1):
+        z = X @ w1.T
+        if spec.linear_first_layer_fit:
+            g = z - V[0]
+        else:
+            s, ds = sigma.value_and_derivative(z)
+            g = ds * (s - V[0])
+        return w1 - steps.gamma * steps.eta_w1 * (g.T @ X) / n
+
+    W[0] = lax.fori_loop(0, structure.k_w, w1_body, W[0])
+
+    new_state = BCDState(tuple(W), tuple(V), state.sweep + 1)
+    return new_state, _diagnostics_impl(new_state, X, Y, steps.gamma, structure)
+
+
+def _diagnostics_impl(state: BCDState, X, Y, gamma, structure: Structure) -> Diagnostics:
+    spec = get_algorithm(structure.algorithm)
+    sigma = get_activation(structure.activation, structure.negative_slope)
+    W, V = state.weights, state.hidden
+    inputs = (X,) + V
+
+    def sq_mean(r):
+        return jnp.mean(jnp.sum(r * r, axis=-1))
+
+    output_loss = sq_mean(V[-1] @ W[-1].T - Y)
+    layer_losses = []
+    for j in range(1, len(W)):
+        pre = sigma(inputs[j - 1] @ W[j - 1].T)
+        if spec.skip and j >= 2:
+            pre = pre + inputs[j - 1]
+        layer_losses.append(sq_mean(pre - V[j - 1]))
+    layer_losses = jnp.stack(layer_losses)
+
+    hidden = propagate(W, X, sigma, spec.skip)
+    train_mse = sq_mean(hidden[-1] @ W[-1].T - Y)
+
+    svals = [jnp.linalg.svd(w, compute_uv=False) for w in W]
+    sv_min = jnp.stack([s[-1] for s in svals])
+    sv_max = jnp.stack([s[0] for s in svals])
+    v_gram_max = jnp.stack([jnp.linalg.eigvalsh(v.T @ v)[-1] for v in V])
+    blocks_finite = jnp.stack([jnp.all(jnp.isfinite(a)) for a in W + V])
+    return Diagnostics(
+        objective=output_loss + gamma * jnp.sum(layer_losses),
+        output_loss=output_loss,
+        layer_losses=layer_losses,
+        train_mse=train_mse,
+        sv_min=sv_min,
+        sv_max=sv_max,
+        v_gram_max=v_gram_max,
+        blocks_finite=blocks_finite,
+    )
+
+
+def _run_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, num_sweeps: int):
+    """``num_sweeps`` sweeps under one ``lax.scan``; stops (freezes) at the first non-finite state."""
+    initial = _diagnostics_impl(state, X, Y, steps.gamma, structure)
+
+    def advance(s):
+        return _sweep_impl(s, X, Y, steps, structure)
+
+    blank = jax.tree.map(
+        lambda a: jnp.full(a.shape, jnp.nan, a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.zeros(a.shape, a.dtype),
+        jax.eval_shape(advance, state),
+    )
+
+    def step(carry, _):
+        s, halted = carry
+        new_s, info = lax.cond(halted, lambda s_: blank, advance, s)
+        good = jnp.logical_and(jnp.logical_not(halted), jnp.all(info.blocks_finite))
+        s = jax.tree.map(lambda a, b: jnp.where(good, a, b), new_s, s)
+        return (s, jnp.logical_not(good)), (info, good)
+
+    (state, _), (history, completed) = lax.scan(step, (state, jnp.asarray(False)), None, length=num_sweeps)
+    return state, initial, history, completed
+
+
+_sweep_jit = jax.jit(_sweep_impl, static_argnames=("structure",))
+_diagnostics_jit = jax.jit(_diagnostics_impl, static_argnames=("structure",))
+_run_jit = jax.jit(_run_impl, static_argnames=("structure", "num_sweeps"))
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+
+def _check_state(state: BCDState, X, Y, config: Config) -> None:
+    if not isinstance(state, BCDState):
+        raise ValueError(f"state: expected a BCDState (see bcd_jax.init_state), got {type(state).__name__}")
+    check_params(state.weights, config, X.shape[1], Y.shape[1])
+    expected = (X.shape[0], config.width)
+    if len(state.hidden) != config.depth - 1:
+        raise ValueError(f"state: expected {config.depth - 1} hidden blocks V_1..V_(L-1), got {len(state.hidden)}")
+    for j, v in enumerate(state.hidden, start=1):
+        if tuple(v.shape) != expected:
+            raise ValueError(f"state: V_{j} has shape {tuple(v.shape)}; expected (n, r) = {expected}")
+
+
+def init_state(params, X, Y, config: Config | None = None) -> BCDState:
+    """Builds the BCD state with the paper's exact V initialisation.
+
+    ``V_1 = sigma(W_1 x)``, ``V_j = sigma(W_j V_{j-1})`` (``+ V_{j-1}`` for Algorithm 3).
+    """
+    config = Config() if config is None else config
+    X, Y = check_data(X, Y)
+    params = tuple(jnp.asarray(w, X.dtype) for w in params)
+    check_params(params, config, X.shape[1], Y.shape[1])
+    hidden = hidden_forward(params, X, config)
+    return BCDState(params, hidden, jnp.zeros((), jnp.int32))
+
+
+def sweep(state: BCDState, X, Y, config: Config | None = None) -> tuple[BCDState, Diagnostics]:
+    """One BCD sweep (Algorithm 1 or 3); a pure, jit-compiled function.
+
+    Returns the new state and the :class:`Diagnostics` of that state. Can be called inside
+    the caller's own ``jit``/``vmap``; the step sizes are traced, so changing them does not
+    recompile.
+    """
+    config = Config() if config is None else config
+    X, Y = check_data(X, Y)
+    _check_state(state, X, Y, config)
+    return _sweep_jit(state, X, Y, config.step_sizes(X.dtype), structure=Structure.of(config))
+
+
+def diagnostics(state: BCDState, X, Y, config: Config | None = None) -> Diagnostics:
+    """The :class:`Diagnostics` of a state (for example the initial one)."""
+    config = Config() if config is None else config
+    X, Y = check_data(X, Y)
+    _check_state(state, X, Y, config)
+    return _diagnostics_jit(state, X, Y, jnp.asarray(config.gamma, X.dtype), structure=Structure.of(config))
+
+
+def run(state: BCDState, X, Y, config: Config | None = None, num_sweeps: int | None = None):
+    """Runs ``num_sweeps`` (default ``config.sweeps``) sweeps in one compiled ``lax.scan``.
+
+    Returns ``(state, initial, history, completed)``: the final state (the last finite one if
+    the run diverged), the diagnostics of the input state, the stacked per-sweep diagnostics
+    (leading axis ``num_sweeps``) and a boolean per sweep that is False from the first sweep
+    whose result was non-finite (the state is frozen from there on).
+    """
+    config = Config() if config is None else config
+    num_sweeps = config.sweeps if num_sweeps is None else num_sweeps
+    if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, int) or num_sweeps < 1:
+        raise ValueError(f"num_sweeps: expected an int >= 1, got {num_sweeps!r}")
+    X, Y = check_data(X, Y)
+    _check_state(state, X, Y, config)
+    return _run_jit(state, X, Y, config.step_sizes(X.dtype), structure=Structure.of(config), num_sweeps=num_sweeps)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: trained ``(W_1, ..., W_L)``; evaluate with ``bcd_jax.predict``.
+      state: final :class:`BCDState` (the last finite one if the run diverged).
+      history: :class:`Diagnostics` with a leading axis of ``sweeps_completed + 1``
+        (entry 0 is the initial state), as NumPy arrays.
+      config: the configuration used.
+      wall_time: seconds of the compiled run (excluding compilation).
+      compile_time: seconds spent tracing and compiling.
+      diverged_at: the sweep (1-based) whose result was non-finite, or None.
+    """
+
+    params: tuple[jax.Array, ...]
+    state: BCDState
+    history: Diagnostics
+    config: Config
+    wall_time: float
+    compile_time: float
+    diverged_at: int | None
+
+    @property
+    def sweeps_completed(self) -> int:
+        return int(self.state.sweep)
+
+    @property
+    def train_mse(self) -> float:
+        return float(self.history.train_mse[-1])
+
+
+def fit(X, Y, config: Config | None = None, *, key: jax.Array | None = None, init_params=None) -> FitResult:
+    """Trains the network ``f(x) = W_L sigma(... sigma(W_1 x))`` on ``(X, Y)`` by BCD.
+
+    Args:
+      X: inputs ``(n, d_in)``.
+      Y: targets ``(n,)`` or ``(n, d_out)``.
+      config: a :class:`Config` (default: Algorithm 1 with the paper's Figure 1 settings).
+      key: PRNG key for the initial weights; default ``jax.random.key(config.seed)``.
+      init_params: optional ``(W_1, ..., W_L)`` to start from instead of drawing them.
+
+    Returns:
+      A :class:`FitResult`. If a sweep produced non-finite values, the run stops there,
+      a :class:`BCDDivergenceWarning` names the sweep and the blocks, and the last finite
+      state is returned.
+    """
+    config = Config() if config is None else config
+    if not isinstance(config, Config):
+        raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
+    X, Y = check_data(X, Y)
+    if init_params is None:
+        key = jax.random.key(config.seed) if key is None else key
+        params = _init_params(key, config, X.shape[1], Y.shape[1], dtype=X.dtype)
+    else:
+        params = tuple(jnp.asarray(w, X.dtype) for w in init_params)
+    check_params(params, config, X.shape[1], Y.shape[1])
+    _warn_if_output_weight_one_signed(params[-1], config)
+
+    state = init_state(params, X, Y, config)
+    steps = config.step_sizes(X.dtype)
+    structure = Structure.of(config)
+
+    t0 = time.perf_counter()
+    compiled = _run_jit.lower(state, X, Y, steps, structure=structure, num_sweeps=config.sweeps).compile()
+    compile_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    final, initial, history, completed = jax.block_until_ready(compiled(state, X, Y, steps))
+    wall_time = time.perf_counter() - t0
+
+    completed = np.asarray(completed)
+    n_done = int(completed.sum())
+    diverged_at = None
+    if n_done < config.sweeps:
+        diverged_at = n_done + 1
+        bad = np.asarray(history.blocks_finite[n_done])
+        names = [f"W_{j}" for j in range(1, config.depth + 1)] + [f"V_{j}" for j in range(1, config.depth)]
+        which = ", ".join(name for name, ok in zip(names, bad) if not ok)
+        warnings.warn(
+            f"BCD diverged at sweep {diverged_at}: non-finite values in {which}; returning the last "
+            f"finite state (after sweep {n_done}). Lower the step sizes (eta_v, eta_w, eta_w1) or gamma.",
+            BCDDivergenceWarning,
+            stacklevel=2,
+        )
+    history = jax.tree.map(
+        lambda a, h: np.concatenate([np.asarray(a)[None], np.asarray(h)[:n_done]]), initial, history
+    )
+    return FitResult(final.weights, final, history, config, wall_time, compile_time, diverged_at)
+
+
+def _warn_if_output_weight_one_signed(w_out, config: Config) -> None:
+    """Algorithm 3 keeps W_L fixed; Lemma 5.1 needs both signs in every row to fit any y."""
+    if config.algorithm_spec.train_output_weight or not is_concrete(w_out):
+        return
+    w = np.asarray(w_out)
+    rows = [i for i in range(w.shape[0]) if not ((w[i] > 0).any() and (w[i] < 0).any())]
+    if rows:
+        warnings.warn(
+            f"init_params: W_L row(s) {rows} have entries of one sign only; Algorithm 3 keeps W_L fixed, "
+            "so targets of the other sign cannot be reached (Lemma 5.1). Use another key or a wider layer.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
