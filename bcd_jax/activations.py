@@ -30,12 +30,15 @@ class Activation:
       fn: elementwise function ``z -> sigma(z)``.
       alpha: lower bound of sigma' (0 for ReLU; ``None`` if unknown).
       lipschitz: Lipschitz constant ell of sigma (``None`` if unknown).
+      inverse: sigma^{-1} where sigma is a bijection of the reals (used by ``inner="exact"``),
+        else ``None``.
     """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     alpha: float | None = None
     lipschitz: float | None = None
+    inverse: Callable[[jax.Array], jax.Array] | None = None
 
     def __call__(self, z: jax.Array) -> jax.Array:
         return self.fn(z)
@@ -50,7 +53,11 @@ def _leaky_relu(negative_slope: float) -> Activation:
         # z >= 0 picks slope 1 at the kink, matching max(z, a z) for a < 1.
         return jnp.where(z >= 0, z, negative_slope * z)
 
-    return Activation("leaky_relu", leaky_relu, alpha=float(negative_slope), lipschitz=1.0)
+    def leaky_relu_inverse(t):
+        return jnp.where(t >= 0, t, t / negative_slope)
+
+    inverse = leaky_relu_inverse if negative_slope > 0 else None  # slope 0 is ReLU: not invertible
+    return Activation("leaky_relu", leaky_relu, alpha=float(negative_slope), lipschitz=1.0, inverse=inverse)
 
 
 def _relu(negative_slope: float) -> Activation:
@@ -68,7 +75,7 @@ def _identity(negative_slope: float) -> Activation:
     def identity(z):
         return z
 
-    return Activation("identity", identity, alpha=1.0, lipschitz=1.0)
+    return Activation("identity", identity, alpha=1.0, lipschitz=1.0, inverse=identity)
 
 
 # name -> factory(negative_slope) -> Activation

@@ -23,6 +23,8 @@ __all__ = ["Config", "StepSizes", "load_config", "EXPERIMENT_TABLES"]
 
 # TOML tables that belong to the experiment scripts, not to the solver (see bcd_jax.experiments).
 EXPERIMENT_TABLES = ("data", "experiment")
+INNER_MODES = ("gd", "exact")
+FIRST_LAYER_FORMS = ("auto", "primal", "gram")
 
 
 class StepSizes(NamedTuple):
@@ -55,6 +57,12 @@ class Config:
       svb: ``(s1, s2)`` bounds of singular value bounding at init; ``None`` takes the
         bounds of the algorithm's theorem ((3/4, 5/4) for Algorithm 1, (0, 1/4) for 3).
       seed: seed used when ``fit`` is given no key.
+      inner: ``"gd"`` runs the paper's K_V and K_W gradient loops; ``"exact"`` replaces each
+        loop by its limit where a closed form exists (see ``bcd_jax.solver``): the W_1 block
+        always, the V blocks for Algorithm 1 with an invertible activation.
+      first_layer_form: how the K_W loop on W_1 is computed, ``"primal"`` (on W_1),
+        ``"gram"`` (on B with ``W_1 = W_1^0 + B X``, using ``X X^T``; same iterates, fewer
+        FLOPs when n < 2 d_in) or ``"auto"`` (the one with fewer FLOPs).
     """
 
     algorithm: str = "monotone"
@@ -71,6 +79,8 @@ class Config:
     sweeps: int = 30
     svb: tuple[float, float] | None = None
     seed: int = 0
+    inner: str = "gd"
+    first_layer_form: str = "auto"
 
     def __post_init__(self):
         if isinstance(self.svb, list):  # TOML arrays arrive as lists; keep the object hashable
@@ -140,7 +150,17 @@ def _validate(cfg: Config) -> None:
             f"activation: unknown name {cfg.activation!r}; expected one of {sorted(ACTIVATIONS)} "
             "or an elementwise callable"
         )
-    get_activation(cfg.activation, cfg.negative_slope)
+    activation = get_activation(cfg.activation, cfg.negative_slope)
+    if cfg.inner not in INNER_MODES:
+        raise ValueError(f"inner: expected one of {INNER_MODES}, got {cfg.inner!r}")
+    if cfg.first_layer_form not in FIRST_LAYER_FORMS:
+        raise ValueError(f"first_layer_form: expected one of {FIRST_LAYER_FORMS}, got {cfg.first_layer_form!r}")
+    spec = get_algorithm(cfg.algorithm)
+    if cfg.inner == "exact" and not spec.linear_first_layer_fit and activation.inverse is None:
+        raise ValueError(
+            f"inner: 'exact' needs an invertible activation for {cfg.algorithm!r} (the W_1 and V blocks "
+            f"are solved through sigma^-1), but {activation.name!r} has no inverse; use inner='gd'"
+        )
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Config:

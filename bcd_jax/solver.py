@@ -98,10 +98,21 @@ class Structure(NamedTuple):
     depth: int
     k_v: int
     k_w: int
+    inner: str = "gd"
+    first_layer_form: str = "auto"
 
     @classmethod
     def of(cls, config: Config) -> Structure:
-        return cls(config.algorithm, config.activation, float(config.negative_slope), config.depth, config.k_v, config.k_w)
+        return cls(
+            config.algorithm,
+            config.activation,
+            float(config.negative_slope),
+            config.depth,
+            config.k_v,
+            config.k_w,
+            config.inner,
+            config.first_layer_form,
+        )
 
 
 class BCDDivergenceWarning(RuntimeWarning):
@@ -145,13 +156,84 @@ def _output_v_block(v, y, w_out, step, *, project):
 # --------------------------------------------------------------------------------------
 
 
-def _sweep_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure):
+class _DataAux(NamedTuple):
+    """Data-only matrices computed once per compiled call (not per sweep)."""
+
+    gram: jax.Array | None  # X X^T, (n, n), for the Gram form of the K_W loop
+    x_pinv: jax.Array | None  # pinv(X), (d_in, n), for the exact W_1 block
+
+
+def _use_gram_form(structure: Structure, n: int, d_in: int) -> bool:
+    """Whether the K_W loop runs in the Gram form (it gives the same iterates as the primal form).
+
+    Per sweep the primal form costs ``K_W * 4 n d r`` FLOPs and the Gram form
+    ``4 n d r + K_W * 2 n^2 r`` (plus ``X X^T`` once per call), so "auto" picks Gram when that is smaller.
+    """
+    if structure.inner == "exact" or structure.k_w == 0:
+        return False
+    if structure.first_layer_form != "auto":
+        return structure.first_layer_form == "gram"
+    return 4 * n * d_in + structure.k_w * 2 * n * n < structure.k_w * 4 * n * d_in
+
+
+def _prepare(X, structure: Structure) -> _DataAux:
+    n, d_in = X.shape
+    gram = X @ X.T if _use_gram_form(structure, n, d_in) else None
+    x_pinv = jnp.linalg.pinv(X) if structure.inner == "exact" else None
+    return _DataAux(gram, x_pinv)
+
+
+def _first_layer_target_gradient(z, v1, sigma, linear):
+    """Gradient of ``1/2 ||sigma(z) - v1||^2`` (or ``1/2 ||z - v1||^2``) with respect to z, per entry."""
+    if linear:
+        return z - v1
+    s, ds = sigma.value_and_derivative(z)
+    return ds * (s - v1)
+
+
+def _first_layer_gd(w1, X, v1, step, aux: _DataAux, *, sigma, linear, k_w):
+    """K_W gradient steps on W_1 for ``mean_i 1/2 ||sigma(W_1 x_i) - V_{1,i}||^2`` (or the linear surrogate)."""
+    n = X.shape[0]
+    if aux.gram is None:
+
+        def body(_, w):
+            g = _first_layer_target_gradient(X @ w.T, v1, sigma, linear)
+            return w - step * (g.T @ X) / n
+
+        return lax.fori_loop(0, k_w, body, w1)
+
+    # Gram form: every iterate lies in W_1^0 + span of the rows of X, W_1 = W_1^0 + B X, so
+    # X W_1^T = Z_0 + (X X^T) B^T and the update W -= step g^T X / n is B -= step g^T / n.
+    z0 = X @ w1.T
+
+    def gram_body(_, b):
+        g = _first_layer_target_gradient(z0 + aux.gram @ b.T, v1, sigma, linear)
+        return b - step * g.T / n
+
+    b = lax.fori_loop(0, k_w, gram_body, jnp.zeros((w1.shape[0], n), w1.dtype))
+    return w1 + b @ X
+
+
+def _first_layer_exact(w1, X, v1, aux: _DataAux, *, sigma, linear):
+    """The K_W -> infinity limit of ``_first_layer_gd`` (see the module docstring)."""
+    target = v1 if linear else sigma.inverse(v1)
+    return w1 + (aux.x_pinv @ (target - X @ w1.T)).T
+
+
+def _hidden_v_exact(v, w_lu, *, sigma):
+    """The K_V -> infinity limit for an invertible sigma and regular W_j: ``W_j^{-1} sigma^{-1}(V_{j,i})``."""
+    return jax.scipy.linalg.lu_solve(w_lu, sigma.inverse(v))
+
+
+def _sweep_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, aux: _DataAux | None = None):
     spec = get_algorithm(structure.algorithm)
     sigma = get_activation(structure.activation, structure.negative_slope)
+    aux = _prepare(X, structure) if aux is None else aux
     W, V = list(state.weights), list(state.hidden)
     L = len(W)
     n = X.shape[0]
     inputs = [X] + V  # inputs[j-1] is V_{j-1} (V_0 = X) in the paper's 1-based layer index
+    exact_v = structure.inner == "exact" and not (spec.skip or spec.project_nonneg)
 
     # Output layer: W_L (Algorithm 1 only), then one step on every V_{L-1,i}.
     if spec.train_output_weight:
@@ -169,25 +251,25 @@ def _sweep_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure):
         ),
         in_axes=(0, 0, None, None),
     )
+    hidden_v_exact = jax.vmap(functools.partial(_hidden_v_exact, sigma=sigma), in_axes=(0, None))
     for j in range(L - 1, 1, -1):
         w, v_prev, v = W[j - 1], inputs[j - 1], inputs[j]
         e, ds = residual_batch(w, v_prev, v)
         W[j - 1] = w - steps.gamma * steps.eta_w * ((ds * e).T @ v_prev) / n
-        new_v_prev = hidden_v_block(v_prev, v, W[j - 1], steps.gamma * steps.eta_v)
+        if exact_v:
+            new_v_prev = hidden_v_exact(v, jax.scipy.linalg.lu_factor(W[j - 1]))
+        else:
+            new_v_prev = hidden_v_block(v_prev, v, W[j - 1], steps.gamma * steps.eta_v)
         V[j - 2] = new_v_prev
         inputs[j - 1] = new_v_prev
 
-    # First layer: K_W full-batch gradient steps on W_1 (input X is fixed).
-    def w1_body(_, w1):
-        z = X @ w1.T
-        if spec.linear_first_layer_fit:
-            g = z - V[0]
-        else:
-            s, ds = sigma.value_and_derivative(z)
-            g = ds * (s - V[0])
-        return w1 - steps.gamma * steps.eta_w1 * (g.T @ X) / n
-
-    W[0] = lax.fori_loop(0, structure.k_w, w1_body, W[0])
+    # First layer: K_W full-batch gradient steps on W_1 (its input X is fixed), or their limit.
+    if structure.inner == "exact":
+        W[0] = _first_layer_exact(W[0], X, V[0], aux, sigma=sigma, linear=spec.linear_first_layer_fit)
+    else:
+        W[0] = _first_layer_gd(
+            W[0], X, V[0], steps.gamma * steps.eta_w1, aux, sigma=sigma, linear=spec.linear_first_layer_fit, k_w=structure.k_w
+        )
 
     new_state = BCDState(tuple(W), tuple(V), state.sweep + 1)
     return new_state, _diagnostics_impl(new_state, X, Y, steps.gamma, structure)
@@ -234,9 +316,10 @@ def _diagnostics_impl(state: BCDState, X, Y, gamma, structure: Structure) -> Dia
 def _run_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, num_sweeps: int):
     """``num_sweeps`` sweeps under one ``lax.scan``; stops (freezes) at the first non-finite state."""
     initial = _diagnostics_impl(state, X, Y, steps.gamma, structure)
+    aux = _prepare(X, structure)  # once per call, shared by every sweep
 
     def advance(s):
-        return _sweep_impl(s, X, Y, steps, structure)
+        return _sweep_impl(s, X, Y, steps, structure, aux)
 
     blank = jax.tree.map(
         lambda a: jnp.full(a.shape, jnp.nan, a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.zeros(a.shape, a.dtype),
@@ -257,6 +340,8 @@ def _run_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, num
 _sweep_jit = jax.jit(_sweep_impl, static_argnames=("structure",))
 _diagnostics_jit = jax.jit(_diagnostics_impl, static_argnames=("structure",))
 _run_jit = jax.jit(_run_impl, static_argnames=("structure", "num_sweeps"))
+# fit() owns its state, so it can hand the state's buffers to XLA for reuse.
+_run_jit_donating = jax.jit(_run_impl, static_argnames=("structure", "num_sweeps"), donate_argnames=("state",))
 
 
 # --------------------------------------------------------------------------------------
@@ -386,12 +471,13 @@ def fit(X, Y, config: Config | None = None, *, key: jax.Array | None = None, ini
     check_params(params, config, X.shape[1], Y.shape[1])
     _warn_if_output_weight_one_signed(params[-1], config)
 
-    state = init_state(params, X, Y, config)
+    # Copies: the state's buffers are donated to the compiled run, the caller's arrays are not.
+    state = init_state(tuple(jnp.array(w, copy=True) for w in params), X, Y, config)
     steps = config.step_sizes(X.dtype)
     structure = Structure.of(config)
 
     t0 = time.perf_counter()
-    compiled = _run_jit.lower(state, X, Y, steps, structure=structure, num_sweeps=config.sweeps).compile()
+    compiled = _run_jit_donating.lower(state, X, Y, steps, structure=structure, num_sweeps=config.sweeps).compile()
     compile_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     final, initial, history, completed = jax.block_until_ready(compiled(state, X, Y, steps))
