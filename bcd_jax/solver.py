@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from bcd_jax.activations import get_activation
 from bcd_jax.algorithms import get_algorithm
@@ -313,10 +317,27 @@ def _diagnostics_impl(state: BCDState, X, Y, gamma, structure: Structure) -> Dia
     )
 
 
-def _run_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, num_sweeps: int):
-    """``num_sweeps`` sweeps under one ``lax.scan``; stops (freezes) at the first non-finite state."""
+def _run_impl(
+    state: BCDState,
+    X,
+    Y,
+    steps: StepSizes,
+    structure: Structure,
+    num_sweeps: int,
+    aux: _DataAux | None = None,
+    limit=None,
+):
+    """Up to ``num_sweeps`` sweeps under one ``lax.scan``.
+
+    The loop stops (freezes the state with ``lax.cond``) at the first sweep whose result is
+    non-finite, and skips the sweeps at positions ``>= limit`` (a traced count, so one compiled
+    program serves chunks of any length up to ``num_sweeps``). Returns ``(state, initial
+    diagnostics, stacked diagnostics, completed)``, ``completed[k]`` telling whether sweep k ran
+    and was kept.
+    """
     initial = _diagnostics_impl(state, X, Y, steps.gamma, structure)
-    aux = _prepare(X, structure)  # once per call, shared by every sweep
+    aux = _prepare(X, structure) if aux is None else aux  # data-only work: once per call
+    limit = num_sweeps if limit is None else limit
 
     def advance(s):
         return _sweep_impl(s, X, Y, steps, structure, aux)
@@ -326,19 +347,22 @@ def _run_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, num
         jax.eval_shape(advance, state),
     )
 
-    def step(carry, _):
+    def step(carry, position):
         s, halted = carry
-        new_s, info = lax.cond(halted, lambda s_: blank, advance, s)
-        good = jnp.logical_and(jnp.logical_not(halted), jnp.all(info.blocks_finite))
+        skip = jnp.logical_or(halted, position >= limit)
+        new_s, info = lax.cond(skip, lambda s_: blank, advance, s)
+        good = jnp.logical_and(jnp.logical_not(skip), jnp.all(info.blocks_finite))
         s = jax.tree.map(lambda a, b: jnp.where(good, a, b), new_s, s)
-        return (s, jnp.logical_not(good)), (info, good)
+        return (s, jnp.logical_or(halted, jnp.logical_and(jnp.logical_not(skip), jnp.logical_not(good)))), (info, good)
 
-    (state, _), (history, completed) = lax.scan(step, (state, jnp.asarray(False)), None, length=num_sweeps)
+    positions = jnp.arange(num_sweeps, dtype=jnp.int32)
+    (state, _), (history, completed) = lax.scan(step, (state, jnp.asarray(False)), positions)
     return state, initial, history, completed
 
 
 _sweep_jit = jax.jit(_sweep_impl, static_argnames=("structure",))
 _diagnostics_jit = jax.jit(_diagnostics_impl, static_argnames=("structure",))
+_prepare_jit = jax.jit(_prepare, static_argnames=("structure",))
 _run_jit = jax.jit(_run_impl, static_argnames=("structure", "num_sweeps"))
 # fit() owns its state, so it can hand the state's buffers to XLA for reuse.
 _run_jit_donating = jax.jit(_run_impl, static_argnames=("structure", "num_sweeps"), donate_argnames=("state",))
@@ -444,7 +468,20 @@ class FitResult:
         return float(self.history.train_mse[-1])
 
 
-def fit(X, Y, config: Config | None = None, *, key: jax.Array | None = None, init_params=None) -> FitResult:
+def fit(
+    X,
+    Y,
+    config: Config | None = None,
+    *,
+    key: jax.Array | None = None,
+    init_params=None,
+    mesh: Mesh | None = None,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    callback: Callable[[int, Diagnostics], None] | None = None,
+) -> FitResult:
     """Trains the network ``f(x) = W_L sigma(... sigma(W_1 x))`` on ``(X, Y)`` by BCD.
 
     Args:
@@ -453,6 +490,20 @@ def fit(X, Y, config: Config | None = None, *, key: jax.Array | None = None, ini
       config: a :class:`Config` (default: Algorithm 1 with the paper's Figure 1 settings).
       key: PRNG key for the initial weights; default ``jax.random.key(config.seed)``.
       init_params: optional ``(W_1, ..., W_L)`` to start from instead of drawing them.
+      mesh: a 1-D ``jax.sharding.Mesh``: the samples (X, Y and every V_j) are sharded over its
+        axis and the weights replicated, so the weight gradients' sums become all-reduces.
+        n must be divisible by the number of devices.
+      checkpoint_dir: folder for ``checkpoint.npz``, written atomically every
+        ``checkpoint_every`` sweeps and at the end. An existing checkpoint there is never
+        overwritten unless ``resume=True``.
+      checkpoint_every: sweeps between checkpoints (default: only at the end).
+      resume: continue from the checkpoint in ``checkpoint_dir``; the continued run is
+        bit-identical to one that was never stopped (same ``checkpoint_every``).
+      quiet: no progress line. Otherwise runs longer than about two seconds show one on
+        stderr (when it is a terminal), updated between chunks of compiled sweeps, with the
+        training error.
+      callback: called on the host after every chunk as ``callback(sweeps_done, diagnostics)``
+        with that chunk's stacked diagnostics (NumPy arrays).
 
     Returns:
       A :class:`FitResult`. If a sweep produced non-finite values, the run stops there,
@@ -463,44 +514,178 @@ def fit(X, Y, config: Config | None = None, *, key: jax.Array | None = None, ini
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
     X, Y = check_data(X, Y)
+    _check_fit_options(checkpoint_dir, checkpoint_every, resume, callback, mesh, X.shape[0])
     if init_params is None:
         key = jax.random.key(config.seed) if key is None else key
         params = _init_params(key, config, X.shape[1], Y.shape[1], dtype=X.dtype)
     else:
         params = tuple(jnp.asarray(w, X.dtype) for w in init_params)
     check_params(params, config, X.shape[1], Y.shape[1])
-    _warn_if_output_weight_one_signed(params[-1], config)
+    key_data = np.asarray(jax.random.key_data(key)) if key is not None else np.zeros((0,), np.uint32)
 
-    # Copies: the state's buffers are donated to the compiled run, the caller's arrays are not.
-    state = init_state(tuple(jnp.array(w, copy=True) for w in params), X, Y, config)
+    from bcd_jax import checkpoint as ckpt  # local: checkpoint imports config only, kept off the import path
+
+    fingerprint = ckpt.data_fingerprint(X, Y) if checkpoint_dir is not None else ""
+    past: dict[str, np.ndarray] | None = None
+    if resume:
+        weights, hidden, done, key_data, past = ckpt.load_checkpoint(checkpoint_dir, config=config, fingerprint=fingerprint)
+        state = BCDState(tuple(w.astype(X.dtype) for w in weights), tuple(v.astype(X.dtype) for v in hidden), jnp.asarray(done, jnp.int32))
+        _check_state(state, X, Y, config)
+    else:
+        if checkpoint_dir is not None and (Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE).exists():
+            raise ValueError(
+                f"checkpoint_dir: {str(checkpoint_dir)!r} already holds a checkpoint; pass resume=True to continue "
+                "it, or choose another folder (it is not overwritten)"
+            )
+        _warn_if_output_weight_one_signed(params[-1], config)
+        # Copies: the state's buffers are donated to the compiled run, the caller's arrays are not.
+        state = init_state(tuple(jnp.array(w, copy=True) for w in params), X, Y, config)
+
+    if mesh is not None:
+        X, Y, state = _shard(mesh, X, Y, state)
     steps = config.step_sizes(X.dtype)
     structure = Structure.of(config)
+    done = int(state.sweep)
+    remaining = config.sweeps - done
+    chunk = _chunk_length(config.sweeps, checkpoint_every, quiet, callback)
 
     t0 = time.perf_counter()
-    compiled = _run_jit_donating.lower(state, X, Y, steps, structure=structure, num_sweeps=config.sweeps).compile()
+    aux = _prepare_jit(X, structure=structure)
+    compiled = _run_jit_donating.lower(
+        state, X, Y, steps, structure=structure, num_sweeps=chunk, aux=aux, limit=jnp.asarray(chunk, jnp.int32)
+    ).compile()
     compile_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    final, initial, history, completed = jax.block_until_ready(compiled(state, X, Y, steps))
-    wall_time = time.perf_counter() - t0
 
-    completed = np.asarray(completed)
-    n_done = int(completed.sum())
+    initial = None
+    chunks: list[Diagnostics] = []
     diverged_at = None
-    if n_done < config.sweeps:
-        diverged_at = n_done + 1
-        bad = np.asarray(history.blocks_finite[n_done])
-        names = [f"W_{j}" for j in range(1, config.depth + 1)] + [f"V_{j}" for j in range(1, config.depth)]
-        which = ", ".join(name for name, ok in zip(names, bad) if not ok)
-        warnings.warn(
-            f"BCD diverged at sweep {diverged_at}: non-finite values in {which}; returning the last "
-            f"finite state (after sweep {n_done}). Lower the step sizes (eta_v, eta_w, eta_w1) or gamma.",
-            BCDDivergenceWarning,
-            stacklevel=2,
-        )
-    history = jax.tree.map(
-        lambda a, h: np.concatenate([np.asarray(a)[None], np.asarray(h)[:n_done]]), initial, history
+    progress = _Progress(config.sweeps, enabled=not quiet)
+    wall_time = 0.0
+    while remaining > 0 and diverged_at is None:
+        length = min(chunk, remaining)
+        t0 = time.perf_counter()
+        state, first, history, completed = compiled(state, X, Y, steps, aux=aux, limit=jnp.asarray(length, jnp.int32))
+        completed = np.asarray(completed)[:length]  # the host sync of this chunk
+        wall_time += time.perf_counter() - t0
+        if initial is None:
+            initial = jax.tree.map(np.asarray, first)
+        n_done = int(completed.sum())
+        history = jax.tree.map(lambda h: np.asarray(h)[:length], history)
+        if n_done < length:
+            diverged_at = done + n_done + 1
+            _warn_divergence(diverged_at, history.blocks_finite[n_done], config)
+        kept = jax.tree.map(lambda h: h[:n_done], history)
+        chunks.append(kept)
+        done += n_done
+        remaining -= n_done
+        if callback is not None and n_done:
+            callback(done, kept)
+        if checkpoint_dir is not None and (remaining == 0 or diverged_at is not None or checkpoint_every):
+            ckpt.save_checkpoint(checkpoint_dir, state, _join_history(past, initial, chunks), config=config,
+                                 key_data=key_data, fingerprint=fingerprint)
+        progress.update(done, float(kept.train_mse[-1]) if n_done else float("nan"))
+    progress.close()
+
+    if initial is None:  # nothing left to run (a resumed, finished checkpoint)
+        initial = jax.tree.map(np.asarray, _diagnostics_jit(state, X, Y, steps.gamma, structure=structure))
+    history = _join_history(past, initial, chunks)
+    return FitResult(state.weights, state, history, config, wall_time, compile_time, diverged_at)
+
+
+def _check_fit_options(checkpoint_dir, checkpoint_every, resume, callback, mesh, n) -> None:
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every: expected an int >= 1 or None, got {checkpoint_every!r}")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("checkpoint_every: given without checkpoint_dir; expected both or neither")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume: True needs checkpoint_dir, the folder that holds the checkpoint")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback: expected a callable(sweeps_done, diagnostics), got {type(callback).__name__}")
+    if mesh is not None:
+        if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+            raise ValueError(f"mesh: expected a 1-D jax.sharding.Mesh, got {mesh!r}")
+        if n % mesh.size:
+            raise ValueError(f"mesh: n = {n} samples do not split evenly over {mesh.size} devices; expected a multiple")
+
+
+def _chunk_length(sweeps: int, checkpoint_every: int | None, quiet: bool, callback) -> int:
+    """Sweeps per compiled call: one call for a silent run, else about 20 progress updates."""
+    if checkpoint_every is not None:
+        return min(checkpoint_every, sweeps)
+    if quiet and callback is None:
+        return sweeps
+    return max(1, -(-sweeps // 20))
+
+
+def _shard(mesh: Mesh, X, Y, state: BCDState):
+    """Samples over the mesh axis, weights replicated.
+
+    The mesh is re-made with an Auto axis type, so that XLA places the collectives (a mesh
+    from ``jax.make_mesh`` defaults to Explicit axes, which would need annotations inside).
+    """
+    mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,))
+    rows = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    X, Y = jax.device_put(X, rows), jax.device_put(Y, rows)
+    state = BCDState(
+        tuple(jax.device_put(w, replicated) for w in state.weights),
+        tuple(jax.device_put(v, rows) for v in state.hidden),
+        jax.device_put(state.sweep, replicated),
     )
-    return FitResult(final.weights, final, history, config, wall_time, compile_time, diverged_at)
+    return X, Y, state
+
+
+def _join_history(past, initial, chunks) -> Diagnostics:
+    """Initial diagnostics (or the resumed checkpoint's history) followed by every kept sweep."""
+    parts = []
+    if past is not None:
+        parts.append(Diagnostics(**past))
+    elif initial is not None:
+        parts.append(jax.tree.map(lambda a: np.asarray(a)[None], initial))
+    parts.extend(chunks)
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def _warn_divergence(sweep_index: int, blocks_finite, config: Config) -> None:
+    names = [f"W_{j}" for j in range(1, config.depth + 1)] + [f"V_{j}" for j in range(1, config.depth)]
+    which = ", ".join(name for name, ok in zip(names, np.asarray(blocks_finite)) if not ok)
+    warnings.warn(
+        f"BCD diverged at sweep {sweep_index}: non-finite values in {which}; returning the last finite state "
+        f"(after sweep {sweep_index - 1}). Lower the step sizes (eta_v, eta_w, eta_w1) or gamma.",
+        BCDDivergenceWarning,
+        stacklevel=3,
+    )
+
+
+class _Progress:
+    """A one-line progress display on an interactive stderr, shown once a run has taken ~2 s.
+
+    Not shown when stderr is not a terminal (logs and pipes get no carriage-return noise).
+    """
+
+    def __init__(self, total: int, enabled: bool, delay: float = 2.0):
+        self.total, self.delay = total, delay
+        self.enabled = enabled and getattr(sys.stderr, "isatty", lambda: False)()
+        self.start = time.perf_counter()
+        self.shown = False
+
+    def update(self, done: int, train_mse: float) -> None:
+        elapsed = time.perf_counter() - self.start
+        if not self.enabled or elapsed < self.delay:
+            return
+        width = 24
+        filled = int(width * done / max(self.total, 1))
+        sys.stderr.write(
+            f"\rbcd_jax [{'#' * filled}{'.' * (width - filled)}] sweep {done}/{self.total}  "
+            f"train MSE {train_mse:.3e}  {elapsed:.1f}s"
+        )
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _warn_if_output_weight_one_signed(w_out, config: Config) -> None:

@@ -1,0 +1,169 @@
+"""Long-run operations of fit: checkpoint/resume, callbacks, progress, sharding over devices."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import bcd_jax
+from bcd_jax.checkpoint import CHECKPOINT_FILE
+
+CONFIG = bcd_jax.Config(sweeps=12, k_v=4, k_w=4, width=6, depth=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return bcd_jax.teacher_problem(jax.random.key(0), n=24, d_in=30)
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_resume_is_bit_identical(data, tmp_path):
+    X, Y = data
+    key = jax.random.key(3)
+    full = bcd_jax.fit(X, Y, CONFIG, key=key, checkpoint_dir=tmp_path / "full", checkpoint_every=3)
+    # "Interrupted" after 6 sweeps, then resumed to 12 with the same chunking.
+    bcd_jax.fit(X, Y, CONFIG.replace(sweeps=6), key=key, checkpoint_dir=tmp_path / "cut", checkpoint_every=3)
+    resumed = bcd_jax.fit(X, Y, CONFIG, key=key, checkpoint_dir=tmp_path / "cut", checkpoint_every=3, resume=True)
+    assert int(resumed.state.sweep) == 12
+    assert _leaves_equal(full.state, resumed.state)
+    assert _leaves_equal(full.history, resumed.history)
+    assert resumed.history.train_mse.shape == (13,)
+    # Chunking does not change the arithmetic: a single-call run gives the same bits.
+    plain = bcd_jax.fit(X, Y, CONFIG, key=key, quiet=True)
+    assert _leaves_equal(full.state, plain.state)
+
+
+def test_checkpoint_is_never_overwritten_without_resume(data, tmp_path):
+    X, Y = data
+    bcd_jax.fit(X, Y, CONFIG.replace(sweeps=2), checkpoint_dir=tmp_path)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(ValueError, match="checkpoint_dir: .* already holds a checkpoint"):
+        bcd_jax.fit(X, Y, CONFIG.replace(sweeps=2), checkpoint_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temp files left behind
+
+
+def test_checkpoint_of_another_config_or_data_is_refused(data, tmp_path):
+    X, Y = data
+    bcd_jax.fit(X, Y, CONFIG.replace(sweeps=2), checkpoint_dir=tmp_path)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(ValueError, match="another config .*gamma"):
+        bcd_jax.fit(X, Y, CONFIG.replace(gamma=0.3), checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="other training data"):
+        bcd_jax.fit(X + 1.0, Y, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_corrupt_or_missing_checkpoint_is_refused(data, tmp_path):
+    X, Y = data
+    with pytest.raises(ValueError, match="no checkpoint"):
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable bcd_jax checkpoint"):
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == b"not a zip file"
+
+
+def test_interrupt_leaves_the_last_checkpoint_usable(data, tmp_path):
+    X, Y = data
+
+    def interrupt(done, _):
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, checkpoint_every=3, callback=interrupt)
+    resumed = bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, checkpoint_every=3, resume=True)
+    full = bcd_jax.fit(X, Y, CONFIG, quiet=True)
+    assert int(resumed.state.sweep) == 12
+    assert _leaves_equal(full.state, resumed.state)
+
+
+def test_callback_receives_every_chunk(data):
+    X, Y = data
+    seen = []
+    result = bcd_jax.fit(X, Y, CONFIG, callback=lambda done, diag: seen.append((done, diag.train_mse.copy())))
+    assert [d for d, _ in seen] == list(range(1, 13))  # 12 sweeps, 20 updates at most -> chunks of 1
+    np.testing.assert_array_equal(np.concatenate([m for _, m in seen]), result.history.train_mse[1:])
+
+
+def test_progress_line_and_quiet(data, monkeypatch):
+    X, Y = data
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    from bcd_jax import solver
+
+    monkeypatch.setattr(solver._Progress.__init__, "__defaults__", (0.0,))  # show at once
+    for quiet, expect in ((False, True), (True, False)):
+        stream = Terminal()
+        monkeypatch.setattr(sys, "stderr", stream)
+        bcd_jax.fit(X, Y, CONFIG, quiet=quiet)
+        text = stream.getvalue()
+        assert ("sweep 12/12" in text and "train MSE" in text) is expect, text
+
+
+def test_bad_operation_options(data, tmp_path):
+    X, Y = data
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, checkpoint_every=0)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_every=2)
+    with pytest.raises(ValueError, match="resume"):
+        bcd_jax.fit(X, Y, CONFIG, resume=True)
+    with pytest.raises(ValueError, match="callback"):
+        bcd_jax.fit(X, Y, CONFIG, callback=3)
+    with pytest.raises(ValueError, match="mesh"):
+        bcd_jax.fit(X, Y, CONFIG, mesh="cpu")
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np
+    import bcd_jax
+    assert jax.device_count() == 8, jax.devices()
+    mesh = jax.make_mesh((8,), ("samples",))
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=64, d_in=40)
+    for algorithm, activation in (("monotone", "leaky_relu"), ("relu_skip", "relu")):
+        for inner in ("gd", "exact"):
+            cfg = bcd_jax.Config(algorithm=algorithm, activation=activation, sweeps=5, k_v=5, k_w=5, width=8,
+                                 depth=4, inner=inner)
+            single = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), quiet=True)
+            sharded = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), quiet=True, mesh=mesh)
+            assert len(sharded.state.hidden[0].sharding.device_set) == 8
+            worst = 0.0
+            for a, b in zip(jax.tree.leaves(sharded.state), jax.tree.leaves(single.state)):
+                a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+                worst = max(worst, float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30)))
+            print(algorithm, inner, "max relative difference", worst)
+            assert worst < 1e-5, worst
+    try:
+        bcd_jax.fit(X[:63], Y[:63], cfg, mesh=mesh)
+    except ValueError as e:
+        assert "mesh" in str(e)
+    else:
+        raise AssertionError("n not divisible by the device count was accepted")
+    print("ok")
+    """
+)
+
+
+def test_sharded_fit_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("ok")
