@@ -514,6 +514,11 @@ def fit(
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
     X, Y = check_data(X, Y)
+    multi_process = mesh is not None and jax.process_count() > 1
+    if multi_process:
+        if checkpoint_dir is not None:
+            raise ValueError("checkpoint_dir: checkpoints of a run spread over several processes are not supported")
+        X, Y = _global_samples(mesh, X, Y)  # each process passed its own samples
     _check_fit_options(checkpoint_dir, checkpoint_every, resume, callback, mesh, X.shape[0])
     if init_params is None:
         key = jax.random.key(config.seed) if key is None else key
@@ -617,20 +622,41 @@ def _chunk_length(sweeps: int, checkpoint_every: int | None, quiet: bool, callba
     return max(1, -(-sweeps // 20))
 
 
+def _auto_mesh(mesh: Mesh) -> Mesh:
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,))
+
+
+def _global_samples(mesh: Mesh, X, Y):
+    """Process-local samples -> global arrays sharded over the mesh axis (several processes)."""
+    rows = NamedSharding(_auto_mesh(mesh), PartitionSpec(mesh.axis_names[0]))
+    return (
+        jax.make_array_from_process_local_data(rows, np.asarray(X)),
+        jax.make_array_from_process_local_data(rows, np.asarray(Y)),
+    )
+
+
+def _replicate(mesh: Mesh, x):
+    """Puts a host value that every process holds identically on all devices of the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
 def _shard(mesh: Mesh, X, Y, state: BCDState):
     """Samples over the mesh axis, weights replicated.
 
     The mesh is re-made with an Auto axis type, so that XLA places the collectives (a mesh
     from ``jax.make_mesh`` defaults to Explicit axes, which would need annotations inside).
     """
-    mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,))
+    mesh = _auto_mesh(mesh)
     rows = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    replicated = NamedSharding(mesh, PartitionSpec())
     X, Y = jax.device_put(X, rows), jax.device_put(Y, rows)
     state = BCDState(
-        tuple(jax.device_put(w, replicated) for w in state.weights),
+        tuple(_replicate(mesh, w) for w in state.weights),
         tuple(jax.device_put(v, rows) for v in state.hidden),
-        jax.device_put(state.sweep, replicated),
+        _replicate(mesh, state.sweep),
     )
     return X, Y, state
 

@@ -56,7 +56,9 @@ def check_data(X, Y, *, d_out: int | None = None) -> tuple[jax.Array, jax.Array]
     if X.dtype != Y.dtype:
         Y = Y.astype(X.dtype)
     for name, arr in (("X", X), ("Y", Y)):
-        if is_concrete(arr) and not bool(jnp.all(jnp.isfinite(arr))):
+        # A global array spread over several processes is checked where its parts were made.
+        local = getattr(arr, "is_fully_addressable", True)
+        if is_concrete(arr) and local and not bool(jnp.all(jnp.isfinite(arr))):
             bad = int(jnp.sum(~jnp.isfinite(arr)))
             raise ValueError(f"{name}: expected finite values, found {bad} NaN/inf entries")
     return X, Y

@@ -167,3 +167,48 @@ def test_sharded_fit_equals_single_device():
                           cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+MULTI_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    import numpy as np
+    import bcd_jax
+    mesh = jax.make_mesh((jax.device_count(),), ("samples",))
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=32, d_in=40)
+    X, Y = np.asarray(X), np.asarray(Y)
+    mine = slice(16 * pid, 16 * (pid + 1))  # each process feeds only its own samples
+    cfg = bcd_jax.Config(sweeps=4, k_v=3, k_w=3, width=6, depth=3)
+    result = bcd_jax.fit(X[mine], Y[mine], cfg, key=jax.random.key(1), quiet=True, mesh=mesh)
+    np.save(sys.argv[3], np.concatenate([np.asarray(result.history.train_mse)] + [np.asarray(w).ravel() for w in result.params]))
+    """
+)
+
+
+def test_two_processes_equal_one(data, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    script = tmp_path / "worker.py"
+    script.write_text(MULTI_PROCESS_SCRIPT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(pid), port, str(tmp_path / f"out{pid}.npy")], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for pid in (0, 1)
+    ]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=32, d_in=40)
+    single = bcd_jax.fit(X, Y, bcd_jax.Config(sweeps=4, k_v=3, k_w=3, width=6, depth=3), key=jax.random.key(1), quiet=True)
+    expected = np.concatenate([single.history.train_mse] + [np.asarray(w).ravel() for w in single.params])
+    for pid in (0, 1):
+        np.testing.assert_allclose(np.load(tmp_path / f"out{pid}.npy"), expected, rtol=1e-5, atol=1e-6)
