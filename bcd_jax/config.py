@@ -18,12 +18,14 @@ import jax.numpy as jnp
 
 from bcd_jax.activations import ACTIVATIONS, Activation, get_activation
 from bcd_jax.algorithms import ALGORITHMS, AlgorithmSpec, get_algorithm
+from bcd_jax.losses import Loss, get_loss
 
 __all__ = ["Config", "StepSizes", "load_config", "EXPERIMENT_TABLES"]
 
 # TOML tables that belong to the experiment scripts, not to the solver (see bcd_jax.experiments).
 EXPERIMENT_TABLES = ("data", "experiment")
 INNER_MODES = ("gd", "exact")
+STEP_SIZE_RULES = ("fixed", "auto")
 FIRST_LAYER_FORMS = ("auto", "primal", "gram")
 
 
@@ -34,6 +36,7 @@ class StepSizes(NamedTuple):
     eta_v: Any
     eta_w: Any
     eta_w1: Any
+    weight_decay: Any = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +46,8 @@ class Config:
     Attributes:
       algorithm: ``"monotone"`` (Algorithm 1), ``"relu_skip"`` (Algorithm 3) or
         ``"relu_noskip"`` (Algorithm 3 without skips, the paper's Figure 2 ablation).
-      activation: a name from ``bcd_jax.ACTIVATIONS`` or an elementwise callable.
+      activation: a name from ``bcd_jax.ACTIVATIONS`` or an elementwise callable, or a
+        sequence of L - 1 of those, one per hidden layer (layer 1 first).
       negative_slope: LeakyReLU slope a in ``max(z, a z)``.
       depth: L, the number of weight matrices (L - 1 hidden layers).
       width: r, the width of every hidden layer.
@@ -63,6 +67,14 @@ class Config:
       first_layer_form: how the K_W loop on W_1 is computed, ``"primal"`` (on W_1),
         ``"gram"`` (on B with ``W_1 = W_1^0 + B X``, using ``X X^T``; same iterates, fewer
         FLOPs when n < 2 d_in) or ``"auto"`` (the one with fewer FLOPs).
+      loss: per-sample output loss: ``"squared"``, ``"softmax_cross_entropy"``,
+        ``"logistic"``, ``"hinge"`` (see ``bcd_jax.LOSSES``) or a callable ``(pred, target) -> scalar``.
+      num_classes: number of classes when classification targets are integer labels
+        (default: the output weight's rows, else the largest label + 1).
+      weight_decay: lambda of an L2 penalty ``lambda/2 ||W_j||_F^2`` on every weight block.
+      bias: append a constant-1 input feature, which gives W_1 a bias column.
+      step_size: ``"fixed"`` (the etas are the step sizes) or ``"auto"`` (each block's step is
+        ``eta / (its Lipschitz constant)``, recomputed every sweep from the current W_j and V_j).
     """
 
     algorithm: str = "monotone"
@@ -81,10 +93,16 @@ class Config:
     seed: int = 0
     inner: str = "gd"
     first_layer_form: str = "auto"
+    loss: str | Callable = "squared"
+    num_classes: int | None = None
+    weight_decay: float = 0.0
+    bias: bool = False
+    step_size: str = "fixed"
 
     def __post_init__(self):
-        if isinstance(self.svb, list):  # TOML arrays arrive as lists; keep the object hashable
-            object.__setattr__(self, "svb", tuple(self.svb))
+        for name in ("svb", "activation"):  # TOML arrays arrive as lists; keep the object hashable
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
 
     # -- derived views -------------------------------------------------------------------
@@ -93,8 +111,20 @@ class Config:
         return get_algorithm(self.algorithm)
 
     @property
+    def layer_activations(self) -> tuple[Activation, ...]:
+        """The activation of hidden layers 1 .. L-1."""
+        return layer_activations(self.activation, self.negative_slope, self.depth)
+
+    @property
     def activation_fn(self) -> Activation:
+        """The activation shared by every layer (an error when they differ)."""
+        if isinstance(self.activation, tuple):
+            raise ValueError("activation: this config has one activation per layer; use layer_activations")
         return get_activation(self.activation, self.negative_slope)
+
+    @property
+    def loss_fn(self) -> Loss:
+        return get_loss(self.loss)
 
     @property
     def svb_bounds(self) -> tuple[float, float]:
@@ -102,7 +132,8 @@ class Config:
 
     def step_sizes(self, dtype=jnp.float32) -> StepSizes:
         """The traced numbers, as scalars of ``dtype``."""
-        return StepSizes(*(jnp.asarray(v, dtype) for v in (self.gamma, self.eta_v, self.eta_w, self.eta_w1)))
+        values = (self.gamma, self.eta_v, self.eta_w, self.eta_w1, self.weight_decay)
+        return StepSizes(*(jnp.asarray(v, dtype) for v in values))
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
@@ -145,22 +176,55 @@ def _validate(cfg: Config) -> None:
         )
         if not ok:
             raise ValueError(f"svb: expected (s1, s2) with 0 <= s1 <= s2 and s2 > 0, or None; got {cfg.svb!r}")
-    if isinstance(cfg.activation, str) and cfg.activation not in ACTIVATIONS:
-        raise ValueError(
-            f"activation: unknown name {cfg.activation!r}; expected one of {sorted(ACTIVATIONS)} "
-            "or an elementwise callable"
-        )
-    activation = get_activation(cfg.activation, cfg.negative_slope)
+    activations = layer_activations(cfg.activation, cfg.negative_slope, cfg.depth)
     if cfg.inner not in INNER_MODES:
         raise ValueError(f"inner: expected one of {INNER_MODES}, got {cfg.inner!r}")
     if cfg.first_layer_form not in FIRST_LAYER_FORMS:
         raise ValueError(f"first_layer_form: expected one of {FIRST_LAYER_FORMS}, got {cfg.first_layer_form!r}")
     spec = get_algorithm(cfg.algorithm)
-    if cfg.inner == "exact" and not spec.linear_first_layer_fit and activation.inverse is None:
-        raise ValueError(
-            f"inner: 'exact' needs an invertible activation for {cfg.algorithm!r} (the W_1 and V blocks "
-            f"are solved through sigma^-1), but {activation.name!r} has no inverse; use inner='gd'"
-        )
+    if cfg.inner == "exact":
+        # W_1 is solved through sigma_1^-1 (unless Algorithm 3's linear surrogate); Algorithm 1's
+        # V_{j-1} blocks through sigma_j^-1 for j >= 2.
+        needed = [] if spec.linear_first_layer_fit else [0]
+        if not (spec.skip or spec.project_nonneg):
+            needed += list(range(1, len(activations)))
+        for index in needed:
+            if activations[index].inverse is None:
+                raise ValueError(
+                    f"inner: 'exact' needs an invertible activation for {cfg.algorithm!r}, but layer {index + 1}'s "
+                    f"{activations[index].name!r} has no inverse; use inner='gd'"
+                )
+    get_loss(cfg.loss)
+    if cfg.num_classes is not None and (isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 2):
+        raise ValueError(f"num_classes: expected an int >= 2 or None, got {cfg.num_classes!r}")
+    wd = cfg.weight_decay
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+        raise ValueError(f"weight_decay: expected a finite number >= 0, got {wd!r}")
+    if wd > 0 and cfg.inner == "exact":
+        raise ValueError("weight_decay: the closed-form blocks of inner='exact' have no penalty; use inner='gd' with weight_decay > 0")
+    if not isinstance(cfg.bias, bool):
+        raise ValueError(f"bias: expected True or False, got {cfg.bias!r}")
+    if cfg.step_size not in STEP_SIZE_RULES:
+        raise ValueError(f"step_size: expected one of {STEP_SIZE_RULES}, got {cfg.step_size!r}")
+    if cfg.step_size == "auto":
+        for index, act in enumerate(activations):
+            if act.lipschitz is None:
+                raise ValueError(
+                    f"step_size: 'auto' needs the Lipschitz constant of every activation, but layer {index + 1}'s "
+                    f"{act.name!r} declares none (wrap it in bcd_jax.Activation(name, fn, lipschitz=...))"
+                )
+
+
+def layer_activations(activation, negative_slope: float, depth: int) -> tuple[Activation, ...]:
+    """Resolves ``activation`` (one, or one per hidden layer) to L - 1 activations."""
+    if isinstance(activation, (tuple, list)):
+        if len(activation) != depth - 1:
+            raise ValueError(
+                f"activation: a per-layer list needs depth - 1 = {depth - 1} entries (one per hidden layer), "
+                f"got {len(activation)}"
+            )
+        return tuple(get_activation(a, negative_slope) for a in activation)
+    return (get_activation(activation, negative_slope),) * (depth - 1)
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Config:

@@ -1,7 +1,7 @@
 """The BCD solver: state, one sweep (Algorithms 1 and 3), the compiled run loop, and ``fit``.
 
 One sweep, in the paper's backward order (Algorithm 1; Algorithm 3 differs only by the
-switches of :class:`bcd_jax.AlgorithmSpec`)::
+switches of :class:`bcd_jax.AlgorithmSpec`), for the squared loss and fixed step sizes::
 
     W_L      <- W_L - eta_w * mean_i (W_L v_i - y_i) v_i^T                (v_i = V_{L-1,i})
     V_{L-1,i}<- V_{L-1,i} - eta_v * W_L^T (W_L V_{L-1,i} - y_i)             (one step)
@@ -13,6 +13,11 @@ switches of :class:`bcd_jax.AlgorithmSpec`)::
 
 Every gradient is that of the per-sample loss 1/2 ||.||^2; weight gradients average the n
 per-sample gradients. V updates are written for ONE sample and ``vmap``ped.
+
+Extensions (the paper's Appendix A-B), all off by default: another output loss replaces
+``W_L v - y`` by ``grad_pred loss(W_L v, y)`` in the two output-layer steps; ``weight_decay``
+adds ``lambda W`` to every weight block's gradient (the block objective gains
+``lambda/2 ||W||^2``); ``step_size="auto"`` divides each eta by its block's Lipschitz constant.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ import numpy as np
 from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from bcd_jax.activations import get_activation
 from bcd_jax.algorithms import get_algorithm
-from bcd_jax.config import Config, StepSizes
-from bcd_jax.model import hidden_forward, init_params as _init_params, propagate
+from bcd_jax.config import Config, StepSizes, layer_activations
+from bcd_jax.losses import get_loss
+from bcd_jax.model import hidden_forward, init_params as _init_params, input_features, propagate
 from bcd_jax.validation import check_data, check_params, is_concrete
 
 __all__ = [
@@ -81,6 +86,10 @@ class Diagnostics(NamedTuple):
       sv_min, sv_max: ``(L,)`` smallest / largest singular value of each ``W_j``.
       v_gram_max: ``(L-1,)`` ``lambda_max(V_j V_j^T)``, the C_V of Theorem 4.1.
       blocks_finite: ``(2L-1,)`` whether ``W_1..W_L, V_1..V_{L-1}`` are all finite.
+      train_loss: the output loss of the real network, ``mean_i loss(f(x_i), y_i)`` (reported
+        scale: equals ``train_mse`` for the squared loss).
+      train_accuracy: classification accuracy of the real network (NaN for regression).
+      val_loss, val_mse, val_accuracy: the same on the validation set (NaN without one).
     """
 
     objective: jax.Array
@@ -91,6 +100,11 @@ class Diagnostics(NamedTuple):
     sv_max: jax.Array
     v_gram_max: jax.Array
     blocks_finite: jax.Array
+    train_loss: jax.Array
+    train_accuracy: jax.Array
+    val_loss: jax.Array
+    val_mse: jax.Array
+    val_accuracy: jax.Array
 
 
 class Structure(NamedTuple):
@@ -104,6 +118,8 @@ class Structure(NamedTuple):
     k_w: int
     inner: str = "gd"
     first_layer_form: str = "auto"
+    loss: Any = "squared"
+    step_size: str = "fixed"
 
     @classmethod
     def of(cls, config: Config) -> Structure:
@@ -116,7 +132,14 @@ class Structure(NamedTuple):
             config.k_w,
             config.inner,
             config.first_layer_form,
+            config.loss,
+            config.step_size,
         )
+
+    @property
+    def sigmas(self):
+        """The activation of hidden layers 1 .. L-1 (``sigmas[j-1]`` is layer j's)."""
+        return layer_activations(self.activation, self.negative_slope, self.depth)
 
 
 class BCDDivergenceWarning(RuntimeWarning):
@@ -149,9 +172,9 @@ def _hidden_v_block(v_prev, v, w, step, *, sigma, skip, project, k_v):
     return jnp.maximum(u, 0) if project else u
 
 
-def _output_v_block(v, y, w_out, step, *, project):
-    """One gradient step on ``V_{L-1,i}`` for ``1/2 ||W_L V_{L-1,i} - y_i||^2``."""
-    u = v - step * (w_out.T @ (w_out @ v - y))
+def _output_v_block(v, y, w_out, step, *, loss, project):
+    """One gradient step on ``V_{L-1,i}`` for ``loss(W_L V_{L-1,i}, y_i)`` (squared: ``1/2 ||.||^2``)."""
+    u = v - step * (w_out.T @ jax.grad(loss)(w_out @ v, y))
     return jnp.maximum(u, 0) if project else u
 
 
@@ -165,6 +188,7 @@ class _DataAux(NamedTuple):
 
     gram: jax.Array | None  # X X^T, (n, n), for the Gram form of the K_W loop
     x_pinv: jax.Array | None  # pinv(X), (d_in, n), for the exact W_1 block
+    x_curvature: jax.Array | None  # lambda_max(X^T X / n), for step_size="auto"
 
 
 def _use_gram_form(structure: Structure, n: int, d_in: int) -> bool:
@@ -184,7 +208,15 @@ def _prepare(X, structure: Structure) -> _DataAux:
     n, d_in = X.shape
     gram = X @ X.T if _use_gram_form(structure, n, d_in) else None
     x_pinv = jnp.linalg.pinv(X) if structure.inner == "exact" else None
-    return _DataAux(gram, x_pinv)
+    x_curvature = _top_gram_eigenvalue(X) if structure.step_size == "auto" else None
+    return _DataAux(gram, x_pinv, x_curvature)
+
+
+def _top_gram_eigenvalue(A):
+    """``lambda_max(A^T A / n)`` for ``A: (n, k)``, from the smaller of the two Gram matrices."""
+    n, k = A.shape
+    gram = A.T @ A if k <= n else A @ A.T
+    return jnp.linalg.eigvalsh(gram)[-1] / n
 
 
 def _first_layer_target_gradient(z, v1, sigma, linear):
@@ -195,27 +227,34 @@ def _first_layer_target_gradient(z, v1, sigma, linear):
     return ds * (s - v1)
 
 
-def _first_layer_gd(w1, X, v1, step, aux: _DataAux, *, sigma, linear, k_w):
-    """K_W gradient steps on W_1 for ``mean_i 1/2 ||sigma(W_1 x_i) - V_{1,i}||^2`` (or the linear surrogate)."""
+def _first_layer_gd(w1, X, v1, step, gamma, weight_decay, aux: _DataAux, *, sigma, linear, k_w):
+    """K_W gradient steps on W_1 for ``gamma mean_i 1/2 ||sigma(W_1 x_i) - V_{1,i}||^2 + lambda/2 ||W_1||^2``.
+
+    (Algorithm 3: the linear surrogate ``W_1 x_i - V_{1,i}``.) Each step is
+    ``W_1 <- W_1 - step * (gamma * grad + lambda * W_1)``.
+    """
     n = X.shape[0]
     if aux.gram is None:
 
         def body(_, w):
             g = _first_layer_target_gradient(X @ w.T, v1, sigma, linear)
-            return w - step * (g.T @ X) / n
+            return w - step * (gamma * (g.T @ X) / n + weight_decay * w)
 
         return lax.fori_loop(0, k_w, body, w1)
 
-    # Gram form: every iterate lies in W_1^0 + span of the rows of X, W_1 = W_1^0 + B X, so
-    # X W_1^T = Z_0 + (X X^T) B^T and the update W -= step g^T X / n is B -= step g^T / n.
+    # Gram form: every iterate lies in c W_1^0 + span of the rows of X, W_1 = c W_1^0 + B X
+    # (c = (1 - step lambda)^k shrinks the start under weight decay), so X W_1^T = c Z_0 + (X X^T) B^T
+    # and the step above is  c <- (1 - step lambda) c,  B <- (1 - step lambda) B - step gamma g^T / n.
     z0 = X @ w1.T
+    shrink = 1.0 - step * weight_decay
 
-    def gram_body(_, b):
-        g = _first_layer_target_gradient(z0 + aux.gram @ b.T, v1, sigma, linear)
-        return b - step * g.T / n
+    def gram_body(_, carry):
+        c, b = carry
+        g = _first_layer_target_gradient(c * z0 + aux.gram @ b.T, v1, sigma, linear)
+        return shrink * c, shrink * b - step * gamma * g.T / n
 
-    b = lax.fori_loop(0, k_w, gram_body, jnp.zeros((w1.shape[0], n), w1.dtype))
-    return w1 + b @ X
+    c, b = lax.fori_loop(0, k_w, gram_body, (jnp.ones((), w1.dtype), jnp.zeros((w1.shape[0], n), w1.dtype)))
+    return c * w1 + b @ X
 
 
 def _first_layer_exact(w1, X, v1, aux: _DataAux, *, sigma, linear):
@@ -229,10 +268,74 @@ def _hidden_v_exact(v, w_lu, *, sigma):
     return jax.scipy.linalg.lu_solve(w_lu, sigma.inverse(v))
 
 
-def _sweep_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, aux: _DataAux | None = None):
+class _BlockSteps(NamedTuple):
+    """The step size of each block in one sweep (see ``_block_steps``)."""
+
+    output_w: Any
+    output_v: Any
+    hidden_w: Any  # callable(j, V_{j-1}) -> step
+    hidden_v: Any  # callable(j, W_j) -> step
+    first_w: Any
+
+
+def _block_steps(steps: StepSizes, structure: Structure, aux: _DataAux, loss) -> _BlockSteps:
+    """Fixed: the etas themselves. Auto: eta / (the block objective's gradient Lipschitz constant).
+
+    The constants, for the block objectives ``loss`` (output), ``gamma/2 ||sigma(W_j v) (+v) - t||^2``
+    (hidden, averaged over samples for W_j) and ``+ lambda/2 ||W||^2`` for weights:
+    ``W_L: beta lambda_max(V^T V / n) + lambda``, ``V_{L-1}: beta ||W_L||^2``,
+    ``W_j: gamma l_j^2 lambda_max(V_{j-1}^T V_{j-1} / n) + lambda``, ``V_{j-1}: gamma (l_j ||W_j|| (+1))^2``,
+    ``W_1: gamma l_1^2 lambda_max(X^T X / n) + lambda``, with beta the loss's smoothness and
+    l_j layer j's Lipschitz constant.
+    """
+    if structure.step_size == "fixed":
+        return _BlockSteps(
+            output_w=lambda v: steps.eta_w,
+            output_v=lambda w: steps.eta_v,
+            hidden_w=lambda j, v: steps.eta_w,
+            hidden_v=lambda j, w: steps.eta_v,
+            first_w=steps.eta_w1,
+        )
     spec = get_algorithm(structure.algorithm)
-    sigma = get_activation(structure.activation, structure.negative_slope)
+    sigmas = structure.sigmas
+    beta = 1.0 if loss.smoothness is None else loss.smoothness
+    lip = [s.lipschitz for s in sigmas]
+    lam = steps.weight_decay
+
+    def spectral_norm(w):
+        return jnp.linalg.norm(w, 2)
+
+    def hidden_v(j, w):
+        scale = lip[j - 1] * spectral_norm(w) + (1.0 if spec.skip else 0.0)
+        return steps.eta_v / (steps.gamma * scale**2)
+
+    l1 = 1.0 if spec.linear_first_layer_fit else lip[0]
+    return _BlockSteps(
+        output_w=lambda v: steps.eta_w / (beta * _top_gram_eigenvalue(v) + lam),
+        output_v=lambda w: steps.eta_v / (beta * spectral_norm(w) ** 2),
+        hidden_w=lambda j, v: steps.eta_w / (steps.gamma * lip[j - 1] ** 2 * _top_gram_eigenvalue(v) + lam),
+        hidden_v=hidden_v,
+        first_w=steps.eta_w1 / (steps.gamma * l1**2 * aux.x_curvature + lam),
+    )
+
+
+class _Data(NamedTuple):
+    """Training inputs (features incl. the bias column), targets, optional validation pair."""
+
+    X: jax.Array
+    Y: jax.Array
+    X_val: jax.Array | None = None
+    Y_val: jax.Array | None = None
+
+
+def _sweep_impl(state: BCDState, data: _Data, steps: StepSizes, structure: Structure, aux: _DataAux | None = None):
+    spec = get_algorithm(structure.algorithm)
+    sigmas = structure.sigmas
+    loss = get_loss(structure.loss)
+    X, Y = data.X, data.Y
     aux = _prepare(X, structure) if aux is None else aux
+    block_steps = _block_steps(steps, structure, aux, loss)
+    lam = steps.weight_decay
     W, V = list(state.weights), list(state.hidden)
     L = len(W)
     n = X.shape[0]
@@ -241,86 +344,100 @@ def _sweep_impl(state: BCDState, X, Y, steps: StepSizes, structure: Structure, a
 
     # Output layer: W_L (Algorithm 1 only), then one step on every V_{L-1,i}.
     if spec.train_output_weight:
-        residual = V[-1] @ W[-1].T - Y
-        W[-1] = W[-1] - steps.eta_w * (residual.T @ V[-1]) / n
-    output_v_block = functools.partial(_output_v_block, project=spec.project_nonneg)
-    V[-1] = jax.vmap(output_v_block, in_axes=(0, 0, None, None))(V[-1], Y, W[-1], steps.eta_v)
+        output_grad = jax.vmap(jax.grad(loss))(V[-1] @ W[-1].T, Y)  # (n, d_out): W_L v_i - y_i when squared
+        W[-1] = W[-1] - block_steps.output_w(V[-1]) * ((output_grad.T @ V[-1]) / n + lam * W[-1])
+    output_v_block = functools.partial(_output_v_block, loss=loss, project=spec.project_nonneg)
+    V[-1] = jax.vmap(output_v_block, in_axes=(0, 0, None, None))(V[-1], Y, W[-1], block_steps.output_v(W[-1]))
     inputs[-1] = V[-1]
 
-    # Hidden layers j = L-1 .. 2: one step on W_j, then K_V steps on V_{j-1}.
-    residual_batch = jax.vmap(functools.partial(_layer_residual, sigma=sigma, skip=spec.skip), in_axes=(None, 0, 0))
-    hidden_v_block = jax.vmap(
-        functools.partial(
-            _hidden_v_block, sigma=sigma, skip=spec.skip, project=spec.project_nonneg, k_v=structure.k_v
-        ),
-        in_axes=(0, 0, None, None),
-    )
-    hidden_v_exact = jax.vmap(functools.partial(_hidden_v_exact, sigma=sigma), in_axes=(0, None))
+    # Hidden layers j = L-1 .. 2: one step on W_j, then K_V steps on V_{j-1} (or their limit).
     for j in range(L - 1, 1, -1):
+        sigma = sigmas[j - 1]
         w, v_prev, v = W[j - 1], inputs[j - 1], inputs[j]
+        residual_batch = jax.vmap(functools.partial(_layer_residual, sigma=sigma, skip=spec.skip), in_axes=(None, 0, 0))
         e, ds = residual_batch(w, v_prev, v)
-        W[j - 1] = w - steps.gamma * steps.eta_w * ((ds * e).T @ v_prev) / n
+        W[j - 1] = w - block_steps.hidden_w(j, v_prev) * (steps.gamma * ((ds * e).T @ v_prev) / n + lam * w)
         if exact_v:
-            new_v_prev = hidden_v_exact(v, jax.scipy.linalg.lu_factor(W[j - 1]))
+            solve = jax.vmap(functools.partial(_hidden_v_exact, sigma=sigma), in_axes=(0, None))
+            new_v_prev = solve(v, jax.scipy.linalg.lu_factor(W[j - 1]))
         else:
-            new_v_prev = hidden_v_block(v_prev, v, W[j - 1], steps.gamma * steps.eta_v)
+            v_block = functools.partial(
+                _hidden_v_block, sigma=sigma, skip=spec.skip, project=spec.project_nonneg, k_v=structure.k_v
+            )
+            step = steps.gamma * block_steps.hidden_v(j, W[j - 1])
+            new_v_prev = jax.vmap(v_block, in_axes=(0, 0, None, None))(v_prev, v, W[j - 1], step)
         V[j - 2] = new_v_prev
         inputs[j - 1] = new_v_prev
 
     # First layer: K_W full-batch gradient steps on W_1 (its input X is fixed), or their limit.
     if structure.inner == "exact":
-        W[0] = _first_layer_exact(W[0], X, V[0], aux, sigma=sigma, linear=spec.linear_first_layer_fit)
+        W[0] = _first_layer_exact(W[0], X, V[0], aux, sigma=sigmas[0], linear=spec.linear_first_layer_fit)
     else:
         W[0] = _first_layer_gd(
-            W[0], X, V[0], steps.gamma * steps.eta_w1, aux, sigma=sigma, linear=spec.linear_first_layer_fit, k_w=structure.k_w
+            W[0], X, V[0], block_steps.first_w, steps.gamma, lam, aux,
+            sigma=sigmas[0], linear=spec.linear_first_layer_fit, k_w=structure.k_w,
         )
 
     new_state = BCDState(tuple(W), tuple(V), state.sweep + 1)
-    return new_state, _diagnostics_impl(new_state, X, Y, steps.gamma, structure)
+    return new_state, _diagnostics_impl(new_state, data, steps, structure)
 
 
-def _diagnostics_impl(state: BCDState, X, Y, gamma, structure: Structure) -> Diagnostics:
+def _diagnostics_impl(state: BCDState, data: _Data, steps: StepSizes, structure: Structure) -> Diagnostics:
     spec = get_algorithm(structure.algorithm)
-    sigma = get_activation(structure.activation, structure.negative_slope)
+    sigmas = structure.sigmas
+    loss = get_loss(structure.loss)
+    X, Y = data.X, data.Y
     W, V = state.weights, state.hidden
     inputs = (X,) + V
 
     def sq_mean(r):
         return jnp.mean(jnp.sum(r * r, axis=-1))
 
-    output_loss = sq_mean(V[-1] @ W[-1].T - Y)
+    def mean_loss(pred, target):
+        return loss.report_scale * jnp.mean(jax.vmap(loss)(pred, target))
+
+    def network(features):
+        return propagate(W, features, sigmas, spec.skip)[-1] @ W[-1].T
+
+    output_loss = mean_loss(V[-1] @ W[-1].T, Y)
     layer_losses = []
     for j in range(1, len(W)):
-        pre = sigma(inputs[j - 1] @ W[j - 1].T)
+        pre = sigmas[j - 1](inputs[j - 1] @ W[j - 1].T)
         if spec.skip and j >= 2:
             pre = pre + inputs[j - 1]
         layer_losses.append(sq_mean(pre - V[j - 1]))
     layer_losses = jnp.stack(layer_losses)
+    penalty = steps.weight_decay * sum(jnp.sum(w * w) for w in W)  # lambda ||W||^2: reported scale
 
-    hidden = propagate(W, X, sigma, spec.skip)
-    train_mse = sq_mean(hidden[-1] @ W[-1].T - Y)
+    pred = network(X)
+    nan = jnp.asarray(jnp.nan, X.dtype)
+    if data.X_val is not None:
+        val_pred = network(data.X_val)
+        val = (mean_loss(val_pred, data.Y_val), sq_mean(val_pred - data.Y_val), loss.accuracy(val_pred, data.Y_val))
+    else:
+        val = (nan, nan, nan)
 
     svals = [jnp.linalg.svd(w, compute_uv=False) for w in W]
-    sv_min = jnp.stack([s[-1] for s in svals])
-    sv_max = jnp.stack([s[0] for s in svals])
-    v_gram_max = jnp.stack([jnp.linalg.eigvalsh(v.T @ v)[-1] for v in V])
-    blocks_finite = jnp.stack([jnp.all(jnp.isfinite(a)) for a in W + V])
     return Diagnostics(
-        objective=output_loss + gamma * jnp.sum(layer_losses),
+        objective=output_loss + steps.gamma * jnp.sum(layer_losses) + penalty,
         output_loss=output_loss,
         layer_losses=layer_losses,
-        train_mse=train_mse,
-        sv_min=sv_min,
-        sv_max=sv_max,
-        v_gram_max=v_gram_max,
-        blocks_finite=blocks_finite,
+        train_mse=sq_mean(pred - Y),
+        sv_min=jnp.stack([s[-1] for s in svals]),
+        sv_max=jnp.stack([s[0] for s in svals]),
+        v_gram_max=jnp.stack([jnp.linalg.eigvalsh(v.T @ v)[-1] for v in V]),
+        blocks_finite=jnp.stack([jnp.all(jnp.isfinite(a)) for a in W + V]),
+        train_loss=mean_loss(pred, Y),
+        train_accuracy=loss.accuracy(pred, Y).astype(X.dtype),
+        val_loss=val[0],
+        val_mse=val[1],
+        val_accuracy=jnp.asarray(val[2], X.dtype),
     )
 
 
 def _run_impl(
     state: BCDState,
-    X,
-    Y,
+    data: _Data,
     steps: StepSizes,
     structure: Structure,
     num_sweeps: int,
@@ -335,12 +452,12 @@ def _run_impl(
     diagnostics, stacked diagnostics, completed)``, ``completed[k]`` telling whether sweep k ran
     and was kept.
     """
-    initial = _diagnostics_impl(state, X, Y, steps.gamma, structure)
-    aux = _prepare(X, structure) if aux is None else aux  # data-only work: once per call
+    initial = _diagnostics_impl(state, data, steps, structure)
+    aux = _prepare(data.X, structure) if aux is None else aux  # data-only work: once per call
     limit = num_sweeps if limit is None else limit
 
     def advance(s):
-        return _sweep_impl(s, X, Y, steps, structure, aux)
+        return _sweep_impl(s, data, steps, structure, aux)
 
     blank = jax.tree.map(
         lambda a: jnp.full(a.shape, jnp.nan, a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.zeros(a.shape, a.dtype),
@@ -385,17 +502,36 @@ def _check_state(state: BCDState, X, Y, config: Config) -> None:
             raise ValueError(f"state: V_{j} has shape {tuple(v.shape)}; expected (n, r) = {expected}")
 
 
+def _checked_data(X, Y, config: Config, params=None, names=("X", "Y")):
+    """Host-side checks of a data pair; classification labels become target rows.
+
+    ``params`` (if given) only tells how many classes integer labels range over; its shapes
+    are checked separately, by ``check_params``, with a message about the params.
+    """
+    classes = None
+    if config.loss_fn.task != "regression" and isinstance(params, (tuple, list)) and params:
+        shape = np.shape(params[-1])
+        classes = shape[0] if len(shape) == 2 else None
+    return check_data(X, Y, loss=config.loss_fn, num_classes=config.num_classes or classes, names=names)
+
+
 def init_state(params, X, Y, config: Config | None = None) -> BCDState:
     """Builds the BCD state with the paper's exact V initialisation.
 
     ``V_1 = sigma(W_1 x)``, ``V_j = sigma(W_j V_{j-1})`` (``+ V_{j-1}`` for Algorithm 3).
     """
     config = Config() if config is None else config
-    X, Y = check_data(X, Y)
-    params = tuple(jnp.asarray(w, X.dtype) for w in params)
+    X, Y = _checked_data(X, Y, config, params)
     check_params(params, config, X.shape[1], Y.shape[1])
+    params = tuple(jnp.asarray(w, X.dtype) for w in params)
     hidden = hidden_forward(params, X, config)
     return BCDState(params, hidden, jnp.zeros((), jnp.int32))
+
+
+def _data(state, X, Y, config: Config) -> _Data:
+    X, Y = _checked_data(X, Y, config, state.weights if isinstance(state, BCDState) else None)
+    _check_state(state, X, Y, config)
+    return _Data(input_features(X, config.bias), Y)
 
 
 def sweep(state: BCDState, X, Y, config: Config | None = None) -> tuple[BCDState, Diagnostics]:
@@ -406,17 +542,15 @@ def sweep(state: BCDState, X, Y, config: Config | None = None) -> tuple[BCDState
     recompile.
     """
     config = Config() if config is None else config
-    X, Y = check_data(X, Y)
-    _check_state(state, X, Y, config)
-    return _sweep_jit(state, X, Y, config.step_sizes(X.dtype), structure=Structure.of(config))
+    data = _data(state, X, Y, config)
+    return _sweep_jit(state, data, config.step_sizes(data.X.dtype), structure=Structure.of(config))
 
 
 def diagnostics(state: BCDState, X, Y, config: Config | None = None) -> Diagnostics:
     """The :class:`Diagnostics` of a state (for example the initial one)."""
     config = Config() if config is None else config
-    X, Y = check_data(X, Y)
-    _check_state(state, X, Y, config)
-    return _diagnostics_jit(state, X, Y, jnp.asarray(config.gamma, X.dtype), structure=Structure.of(config))
+    data = _data(state, X, Y, config)
+    return _diagnostics_jit(state, data, config.step_sizes(data.X.dtype), structure=Structure.of(config))
 
 
 def run(state: BCDState, X, Y, config: Config | None = None, num_sweeps: int | None = None):
@@ -431,9 +565,8 @@ def run(state: BCDState, X, Y, config: Config | None = None, num_sweeps: int | N
     num_sweeps = config.sweeps if num_sweeps is None else num_sweeps
     if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, int) or num_sweeps < 1:
         raise ValueError(f"num_sweeps: expected an int >= 1, got {num_sweeps!r}")
-    X, Y = check_data(X, Y)
-    _check_state(state, X, Y, config)
-    return _run_jit(state, X, Y, config.step_sizes(X.dtype), structure=Structure.of(config), num_sweeps=num_sweeps)
+    data = _data(state, X, Y, config)
+    return _run_jit(state, data, config.step_sizes(data.X.dtype), structure=Structure.of(config), num_sweeps=num_sweeps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -475,6 +608,7 @@ def fit(
     *,
     key: jax.Array | None = None,
     init_params=None,
+    validation: tuple | None = None,
     mesh: Mesh | None = None,
     checkpoint_dir=None,
     checkpoint_every: int | None = None,
@@ -490,6 +624,8 @@ def fit(
       config: a :class:`Config` (default: Algorithm 1 with the paper's Figure 1 settings).
       key: PRNG key for the initial weights; default ``jax.random.key(config.seed)``.
       init_params: optional ``(W_1, ..., W_L)`` to start from instead of drawing them.
+      validation: optional ``(X_val, Y_val)``; adds ``val_loss``, ``val_mse`` and
+        ``val_accuracy`` to the history (they are NaN without it).
       mesh: a 1-D ``jax.sharding.Mesh``: the samples (X, Y and every V_j) are sharded over its
         axis and the weights replicated, so the weight gradients' sums become all-reduces.
         n must be divisible by the number of devices.
@@ -513,7 +649,16 @@ def fit(
     config = Config() if config is None else config
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
-    X, Y = check_data(X, Y)
+    X, Y = _checked_data(X, Y, config, init_params)
+    val = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError(f"validation: expected a pair (X_val, Y_val), got {type(validation).__name__}")
+        val = check_data(*validation, d_out=Y.shape[1], loss=config.loss_fn, num_classes=Y.shape[1],
+                         names=("validation X", "validation Y"))
+        if val[0].shape[1] != X.shape[1]:
+            raise ValueError(f"validation X: has {val[0].shape[1]} features, X has {X.shape[1]}; expected equal")
+        val = (val[0].astype(X.dtype), val[1].astype(X.dtype))
     multi_process = mesh is not None and jax.process_count() > 1
     if multi_process:
         if checkpoint_dir is not None:
@@ -524,6 +669,7 @@ def fit(
         key = jax.random.key(config.seed) if key is None else key
         params = _init_params(key, config, X.shape[1], Y.shape[1], dtype=X.dtype)
     else:
+        check_params(init_params, config, X.shape[1], Y.shape[1])
         params = tuple(jnp.asarray(w, X.dtype) for w in init_params)
     check_params(params, config, X.shape[1], Y.shape[1])
     key_data = np.asarray(jax.random.key_data(key)) if key is not None else np.zeros((0,), np.uint32)
@@ -548,6 +694,10 @@ def fit(
 
     if mesh is not None:
         X, Y, state = _shard(mesh, X, Y, state)
+        if val is not None:
+            val = tuple(_replicate(_auto_mesh(mesh), a) for a in val)
+    bias = config.bias
+    data = _Data(input_features(X, bias), Y, *((input_features(val[0], bias), val[1]) if val is not None else ()))
     steps = config.step_sizes(X.dtype)
     structure = Structure.of(config)
     done = int(state.sweep)
@@ -555,9 +705,9 @@ def fit(
     chunk = _chunk_length(config.sweeps, checkpoint_every, quiet, callback)
 
     t0 = time.perf_counter()
-    aux = _prepare_jit(X, structure=structure)
+    aux = _prepare_jit(data.X, structure=structure)
     compiled = _run_jit_donating.lower(
-        state, X, Y, steps, structure=structure, num_sweeps=chunk, aux=aux, limit=jnp.asarray(chunk, jnp.int32)
+        state, data, steps, structure=structure, num_sweeps=chunk, aux=aux, limit=jnp.asarray(chunk, jnp.int32)
     ).compile()
     compile_time = time.perf_counter() - t0
 
@@ -569,7 +719,7 @@ def fit(
     while remaining > 0 and diverged_at is None:
         length = min(chunk, remaining)
         t0 = time.perf_counter()
-        state, first, history, completed = compiled(state, X, Y, steps, aux=aux, limit=jnp.asarray(length, jnp.int32))
+        state, first, history, completed = compiled(state, data, steps, aux=aux, limit=jnp.asarray(length, jnp.int32))
         completed = np.asarray(completed)[:length]  # the host sync of this chunk
         wall_time += time.perf_counter() - t0
         if initial is None:
@@ -592,7 +742,7 @@ def fit(
     progress.close()
 
     if initial is None:  # nothing left to run (a resumed, finished checkpoint)
-        initial = jax.tree.map(np.asarray, _diagnostics_jit(state, X, Y, steps.gamma, structure=structure))
+        initial = jax.tree.map(np.asarray, _diagnostics_jit(state, data, steps, structure=structure))
     history = _join_history(past, initial, chunks)
     return FitResult(state.weights, state, history, config, wall_time, compile_time, diverged_at)
 

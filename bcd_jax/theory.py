@@ -1,0 +1,938 @@
+"""The paper's theory as tools: step-size bounds, assumption checks, run checks, rates.
+
+Everything here is host-side NumPy (float64) arithmetic; nothing is traced.
+
+* :func:`theorem_4_1`, :func:`theorem_5_3`: the step-size bounds and the iteration counts
+  K, K_V, K_W that Theorems 4.1 (Algorithm 1) and 5.3 (Algorithm 3) prescribe, in the paper's
+  convention and translated to :class:`bcd_jax.Config` fields (``.to_config()``).
+* :func:`data_report`: Assumption 1 (rank X = n), s = sigma_min(X), max_i ||x_i||.
+* :func:`check_run`: from a run's history, whether the hidden W_j kept their singular values
+  in the SVB band, and the empirical C_V = max lambda_max(V_j V_j^T).
+* :func:`generalization_bound`: Theorem 4.3 term by term for a trained model.
+* :func:`convergence_rate`: the per-sweep contraction factor of a loss sequence, and whether a
+  geometric (KL exponent 1/2) or a power law fits better.
+
+Conventions (README, "Conventions"): the paper's F is a sum over samples, bcd_jax reports
+means, so a target ``e`` on bcd_jax's ``objective`` (F/n) is ``epsilon = n * e`` here. The
+paper's step sizes map to the library's as ``eta_v = 2 eta_V``, ``eta_w = 2 n eta_W^(1)``,
+``eta_w1 = 2 n eta_W^(2)``; K, K_V, K_W are ``sweeps``, ``k_v``, ``k_w``.
+
+Sources: the statements are from the review copy (seed 001) and the authors' slides (seed
+002, the final version). The appendices (proofs, Appendix C-F) are not in the seeds; where a
+constant would have to be read off a proof, the docstring says what was chosen instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from bcd_jax.activations import Activation, get_activation
+from bcd_jax.config import Config
+
+__all__ = [
+    "DataReport",
+    "data_report",
+    "TheoremBounds",
+    "theorem_4_1",
+    "theorem_5_3",
+    "RunCheck",
+    "check_run",
+    "GeneralizationBound",
+    "generalization_bound",
+    "RateFit",
+    "convergence_rate",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Assumption 1: the data
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataReport:
+    """Assumption 1 and the data constants of Theorems 4.1 and 5.3.
+
+    Attributes:
+      n, d_in: the shape of X.
+      rank: the numerical rank of X (singular values above ``tol``).
+      tol: the rank threshold, ``sigma_max(X) * max(n, d_in) * eps(X.dtype)``.
+      n_le_d_in: ``n <= d_in`` (needed for rank n).
+      full_row_rank: ``rank == n``, the paper's Assumption 1.
+      sigma_min: s = sigma_min(X), the n-th singular value (0.0 when n > d_in).
+      sigma_max: the largest singular value, ||X||_op.
+      x_norm_max: max_i ||x_i||.
+    """
+
+    n: int
+    d_in: int
+    rank: int
+    tol: float
+    n_le_d_in: bool
+    full_row_rank: bool
+    sigma_min: float
+    sigma_max: float
+    x_norm_max: float
+
+
+def data_report(X) -> DataReport:
+    """Checks Assumption 1 (rank X = n) and returns s = sigma_min(X) and max_i ||x_i||.
+
+    The rank uses the tolerance of the input's precision, ``sigma_max * max(n, d_in) * eps``,
+    with ``eps`` of X's dtype (float32 data are rank deficient at float32 resolution, even
+    though the SVD is computed in float64).
+
+    Args:
+      X: the inputs, ``(n, d_in)``; row i is x_i.
+
+    Returns:
+      A :class:`DataReport`.
+    """
+    return _report(*_matrix("X", X))
+
+
+def _report(X: np.ndarray, eps: float) -> DataReport:
+    n, d_in = X.shape
+    sv = np.linalg.svd(X, compute_uv=False)
+    tol = float(sv[0] * max(n, d_in) * eps)
+    rank = int(np.sum(sv > tol))
+    return DataReport(
+        n=n,
+        d_in=d_in,
+        rank=rank,
+        tol=tol,
+        n_le_d_in=n <= d_in,
+        full_row_rank=rank == n,
+        sigma_min=float(sv[n - 1]) if n <= d_in else 0.0,
+        sigma_max=float(sv[0]),
+        x_norm_max=float(np.max(np.linalg.norm(X, axis=1))),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Theorems 4.1 and 5.3: step sizes and iteration counts
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TheoremBounds:
+    """What Theorem 4.1 or 5.3 prescribes for ``F <= epsilon``, in both conventions.
+
+    Paper convention (``paper_*``) and bcd_jax's Config fields:
+
+    ============================  =========================  ===============================
+    paper                         field here                 Config field (property here)
+    ============================  =========================  ===============================
+    eta_V                         ``paper_eta_v``            ``eta_v  = 2 eta_V``
+    eta_W^(1)  (W_2 .. W_L)       ``paper_eta_w_1``          ``eta_w  = 2 n eta_W^(1)``
+    eta_W^(2)  (W_1)              ``paper_eta_w_2``          ``eta_w1 = 2 n eta_W^(2)``
+    K, K_V, K_W                   ``K``, ``K_V``, ``K_W``    ``sweeps``, ``k_v``, ``k_w``
+    ============================  =========================  ===============================
+
+    Attributes:
+      theorem: ``"4.1"`` or ``"5.3"``.
+      algorithm: the bcd_jax algorithm it is about (``"monotone"`` or ``"relu_skip"``).
+      svb: the theorem's ``(s1, s2)``.
+      n, d_in, depth, width, gamma: n, d_in, L, r, gamma.
+      alpha, ell: the activation constants used (``None`` for Theorem 5.3, which uses none).
+      c_v: C_V, the assumed bound on lambda_max(V_j V_j^T) during training.
+      epsilon: the target for the paper's F (a sum over samples).
+      s: sigma_min(X).
+      x_norm_max: max_i ||x_i||.
+      R: sum_i R_i^2 with R_i = ||W_L V_{L-1,i} - y_i|| at initialisation (the initial output loss).
+      R_max: max_i R_i.
+      C_K: the theorem's C_K (formula in the function's docstring).
+      w_plus_sq, w_minus_sq: ||w_+||^2, ||w_-||^2 of the fixed W_L (Theorem 5.3; else ``None``).
+      paper_eta_v_max, paper_eta_w_1_max, paper_eta_w_2_max: the theorem's upper bounds.
+      paper_eta_v, paper_eta_w_1, paper_eta_w_2: the step sizes used for the counts (the bounds
+        unless given).
+      K, K_V, K_W: the prescribed outer, V-inner and W_1-inner iteration counts.
+      w1_step_ratio: ``gamma ell^2 sigma_max(X)^2 eta_W^(2)`` (ell = 1 for Theorem 5.3's linear
+        fit): the K_W gradient loop on W_1 is guaranteed to descend only while this is < 1
+        (README: ``gamma eta_w1 ell^2 lambda_max(X^T X / n) < 2``). The theorems' bounds use
+        max_i ||x_i||, not sigma_max(X) >= max_i ||x_i||, so at the bound it can exceed 1 (for
+        Gaussian X with n = 500, d_in = 600 it is about 3); pass a smaller ``paper_eta_w_2`` then.
+      bias: whether a constant-1 column was appended to X (from ``config.bias``).
+      config: the Config the setting was read from, if any (the default base of ``to_config``).
+      activation: the resolved activation (Theorem 4.1 without a Config), for ``to_config``.
+    """
+
+    theorem: str
+    algorithm: str
+    svb: tuple[float, float]
+    n: int
+    d_in: int
+    depth: int
+    width: int
+    gamma: float
+    alpha: float | None
+    ell: float | None
+    c_v: float
+    epsilon: float
+    s: float
+    x_norm_max: float
+    R: float
+    R_max: float
+    C_K: float
+    w_plus_sq: float | None
+    w_minus_sq: float | None
+    paper_eta_v_max: float
+    paper_eta_w_1_max: float
+    paper_eta_w_2_max: float
+    paper_eta_v: float
+    paper_eta_w_1: float
+    paper_eta_w_2: float
+    K: int
+    K_V: int
+    K_W: int
+    w1_step_ratio: float
+    bias: bool = False
+    config: Config | None = dataclasses.field(default=None, repr=False)
+    activation: Activation | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def eta_v(self) -> float:
+        """Config ``eta_v = 2 eta_V``."""
+        return 2.0 * self.paper_eta_v
+
+    @property
+    def eta_w(self) -> float:
+        """Config ``eta_w = 2 n eta_W^(1)``."""
+        return 2.0 * self.n * self.paper_eta_w_1
+
+    @property
+    def eta_w1(self) -> float:
+        """Config ``eta_w1 = 2 n eta_W^(2)``."""
+        return 2.0 * self.n * self.paper_eta_w_2
+
+    @property
+    def sweeps(self) -> int:
+        return self.K
+
+    @property
+    def k_v(self) -> int:
+        return self.K_V
+
+    @property
+    def k_w(self) -> int:
+        return self.K_W
+
+    def to_config(self, base: Config | None = None) -> Config:
+        """A :class:`bcd_jax.Config` that runs the theorem's algorithm with these values.
+
+        Sets ``algorithm``, ``svb``, ``depth``, ``width``, ``gamma``, ``eta_v``, ``eta_w``,
+        ``eta_w1``, ``k_v``, ``k_w`` and ``sweeps = max(K, 1)`` (a Config runs at least one
+        sweep), and the settings the theorems assume where the Config has them: squared loss,
+        no weight decay, fixed step sizes, and ``bias`` as used for X. Theorem 5.3 also sets
+        ``activation="relu"``. Every other field (``seed``, ``inner``, ...) is ``base``'s.
+
+        Args:
+          base: the Config to start from; default: the one the bounds were computed from, else
+            ``Config()`` with the activation used.
+
+        Returns:
+          The Config.
+
+        Raises:
+          ValueError: ``base``'s activation constants differ from those the bounds used (4.1).
+        """
+        if base is None:
+            base = self.config if self.config is not None else Config(activation=self.activation or "leaky_relu")
+        if not isinstance(base, Config):
+            raise ValueError(f"base: expected a bcd_jax.Config or None, got {type(base).__name__}")
+        changes = dict(
+            algorithm=self.algorithm,
+            svb=tuple(self.svb),
+            depth=self.depth,
+            width=self.width,
+            gamma=self.gamma,
+            eta_v=self.eta_v,
+            eta_w=self.eta_w,
+            eta_w1=self.eta_w1,
+            k_v=self.K_V,
+            k_w=self.K_W,
+            sweeps=max(self.K, 1),
+        )
+        if self.theorem == "5.3":
+            changes["activation"] = "relu"
+        else:
+            alpha, ell = _activation_constants(None, base.replace(depth=self.depth), "base")
+            if (alpha, ell) != (self.alpha, self.ell):
+                raise ValueError(
+                    f"base: its activation has alpha = {alpha}, ell = {ell}, but these bounds were computed "
+                    f"for alpha = {self.alpha}, ell = {self.ell}"
+                )
+        fields = {f.name for f in dataclasses.fields(Config)}
+        for name, value in (("loss", "squared"), ("weight_decay", 0.0), ("step_size", "fixed"), ("bias", self.bias)):
+            if name in fields:
+                changes[name] = value
+        return base.replace(**changes)
+
+
+def theorem_4_1(
+    X,
+    residuals,
+    config: Config | None = None,
+    *,
+    c_v: float,
+    epsilon: float,
+    activation=None,
+    depth: int | None = None,
+    width: int | None = None,
+    gamma: float | None = None,
+    paper_eta_v: float | None = None,
+    paper_eta_w_1: float | None = None,
+    paper_eta_w_2: float | None = None,
+) -> TheoremBounds:
+    """Step-size bounds and K, K_V, K_W of Theorem 4.1 (Algorithm 1, F <= epsilon).
+
+    With s = sigma_min(X), R_i = ||W_L V_{L-1,i} - y_i|| at initialisation, R = sum_i R_i^2,
+    R_max = max_i R_i, x_max = max_i ||x_i||, (s1, s2) = (3/4, 5/4)::
+
+        eta_V     <= alpha / (16 gamma ell^4)
+        K          = ceil( 2/eta_V * log(3 R / epsilon) )
+        eta_W^(1) <= eta_V^-1 / (8 sqrt(r) C_V K) * (alpha/2)^L
+        eta_W^(2) <= 1 / (gamma ell^4 x_max^2)
+        C_K        = (2/alpha)^L * (4 R_max eta_V + 2/(2 - alpha) * sqrt(epsilon))
+        K_V        = ceil( 1/(gamma alpha ell eta_V) * log(48 gamma ell^2 (L-2) r n C_K^2 / (alpha^2 epsilon)) )
+        K_W        = ceil( 1/(4 gamma s alpha^2 eta_W^(2)) * log(3 ell^2 x_max^2 r n C_K^2 / (alpha^2 s^2 epsilon)) )
+
+    Sources: the step-size bounds and K, K_V, K_W are the slides' (002, the final version).
+    The review copy (001) differs in three places: ``eta_V <= 1/(8 alpha ell^2)``,
+    ``eta_W^(2) <= 1/(2 ell^2 x_max)`` (no square, no gamma), and the logarithms of K_V and
+    K_W, ``log(3 gamma (L-2) r n C_K^2 / epsilon)`` and ``log(3 r n C_K^2 / epsilon)``. C_K, R,
+    R_max and s are defined only in 001 and taken from there. The K_W prefactor has s (not
+    s^2 = lambda_min(X X^T)) in both sources; it is used as printed. A count whose logarithm is
+    <= 0 is 0 (e.g. K_V for L = 2, which has no hidden V loop). eta_W^(1)'s bound uses
+    max(K, 1). R_i is the Euclidean norm of the residual row, the natural reading for d_out > 1
+    (the theorem is stated for d_out = 1).
+
+    The activation constants come from ``activation`` or ``config``: alpha = inf sigma' (> 0 and
+    < 2, Assumption 2), ell = Lipschitz constant; for per-layer activations the worst ones,
+    min alpha and max ell (every bound is monotone in them).
+
+    Args:
+      X: inputs ``(n, d_in)``; Assumption 1 (rank X = n) is required. With ``config.bias`` a
+        constant-1 column is appended, as the solver does.
+      residuals: the initial output residuals ``W_L V_{L-1,i} - y_i``, ``(n,)`` or ``(n, d_out)``;
+        at the exact initialisation, ``bcd_jax.predict(params, X, config) - Y``.
+      config: optional Config supplying activation, depth, width, gamma (its algorithm must
+        be ``"monotone"``); the keywords below override it.
+      c_v: C_V > 0, the assumed bound on lambda_max(V_j V_j^T) during training (see
+        :func:`check_run` for the value seen in a run, Remark 4.2 for an a-priori one).
+      epsilon: target for the paper's F (sum over samples; n times bcd_jax's ``objective``).
+      activation: an :class:`bcd_jax.Activation` or a registry name (resolved with the default
+        ``negative_slope`` 0.5); overrides ``config``'s.
+      depth, width, gamma: L, r, gamma.
+      paper_eta_v, paper_eta_w_1, paper_eta_w_2: step sizes in the paper's convention
+        (default: the bounds); each must not exceed its bound.
+
+    Returns:
+      A :class:`TheoremBounds`; ``.to_config()`` gives the matching Config.
+
+    Raises:
+      ValueError: naming the argument, for alpha = 0 (e.g. ReLU; see :func:`theorem_5_3`),
+        unknown activation constants, rank X < n, or a step size above its bound.
+    """
+    L, r, g = _setting(config, depth, width, gamma, "monotone", "4.1")
+    alpha, ell = _activation_constants(activation, config, "activation", depth=L)
+    if alpha >= 2:
+        raise ValueError(f"activation: Assumption 2 needs 0 < alpha < 2, got alpha = {alpha}")
+    data, R, R_max = _theorem_data(X, residuals, config, "4.1")
+    c_v, epsilon = _positive("c_v", c_v), _positive("epsilon", epsilon)
+    n, s, x_max = data.n, data.sigma_min, data.x_norm_max
+
+    eta_v_max = alpha / (16 * g * ell**4)
+    eta_v = _step("paper_eta_v", paper_eta_v, eta_v_max)
+    K = _count(2 / eta_v, 3 * R / epsilon)
+    eta_w_1_max = (1 / eta_v) / (8 * math.sqrt(r) * c_v * max(K, 1)) * (alpha / 2) ** L
+    eta_w_1 = _step("paper_eta_w_1", paper_eta_w_1, eta_w_1_max)
+    eta_w_2_max = 1 / (g * ell**4 * x_max**2)
+    eta_w_2 = _step("paper_eta_w_2", paper_eta_w_2, eta_w_2_max)
+    C_K = (2 / alpha) ** L * (4 * R_max * eta_v + 2 / (2 - alpha) * math.sqrt(epsilon))
+    K_V = _count(1 / (g * alpha * ell * eta_v), 48 * g * ell**2 * (L - 2) * r * n * C_K**2 / (alpha**2 * epsilon))
+    K_W = _count(
+        1 / (4 * g * s * alpha**2 * eta_w_2), 3 * ell**2 * x_max**2 * r * n * C_K**2 / (alpha**2 * s**2 * epsilon)
+    )
+    return TheoremBounds(
+        theorem="4.1", algorithm="monotone", svb=(0.75, 1.25),
+        n=n, d_in=data.d_in, depth=L, width=r, gamma=g, alpha=alpha, ell=ell, c_v=c_v, epsilon=epsilon,
+        s=s, x_norm_max=x_max, R=R, R_max=R_max, C_K=C_K, w_plus_sq=None, w_minus_sq=None,
+        paper_eta_v_max=eta_v_max, paper_eta_w_1_max=eta_w_1_max, paper_eta_w_2_max=eta_w_2_max,
+        paper_eta_v=eta_v, paper_eta_w_1=eta_w_1, paper_eta_w_2=eta_w_2, K=K, K_V=K_V, K_W=K_W,
+        w1_step_ratio=g * ell**2 * data.sigma_max**2 * eta_w_2,
+        bias=bool(getattr(config, "bias", False)), config=config,
+        activation=get_activation(activation) if activation is not None else None,
+    )  # fmt: skip
+
+
+def theorem_5_3(
+    X,
+    residuals,
+    w_out,
+    config: Config | None = None,
+    *,
+    c_v: float,
+    epsilon: float,
+    depth: int | None = None,
+    width: int | None = None,
+    gamma: float | None = None,
+    paper_eta_v: float | None = None,
+    paper_eta_w_1: float | None = None,
+    paper_eta_w_2: float | None = None,
+) -> TheoremBounds:
+    """Step-size bounds and K, K_V, K_W of Theorem 5.3 (Algorithm 3, ReLU, F <= epsilon).
+
+    With m = min(||w_+||^2, ||w_-||^2) for the fixed output weight W_L (w_+ = max(W_L, 0),
+    w_- = min(W_L, 0)), s, R, R_max, x_max as in :func:`theorem_4_1`, (s1, s2) = (0, 1/4)::
+
+        eta_V     <= 1 / (2 m)
+        K          = ceil( 1/(4 eta_V m) * log(3 R / epsilon) )
+        eta_W^(1) <= eta_V^-1 / (24 sqrt(r) C_V K) * (2/3)^L
+        eta_W^(2) <= 1 / (2 x_max)
+        C_K        = (4 R_max eta_V + 5 sqrt(epsilon)) * (3/2)^L
+        K_V        = ceil( 3/(4 gamma eta_V) * log(49 (L-2) r n C_K^2 / (3 epsilon)) )
+        K_W        = ceil( 1/(4 gamma s eta_W^(2)) * log(C_K^2 / epsilon) )
+
+    Source: the review copy (001) only; the slides (002) state Theorem 5.3 without its
+    conditions, and 001's statement is badly garbled by the OCR. Two entries look wrong and are
+    reported as printed: ``eta_W^(2) <= 1/(2 x_max)`` has ||x_i|| unsquared (002 corrected
+    Theorem 4.1's to ``1/(gamma ell^4 x_max^2)``), and ``eta_V <= 1/(2m)``: at that bound K's
+    contraction factor 1 - 4 eta_V m is -1, and the gradient step on ``(W_L v - y)^2`` (stable
+    only for ``eta_V < 1/||W_L||^2``, and ``||W_L||^2 >= 2m``) can diverge. The step used by
+    default is therefore ``eta_V = 1/(2 ||W_L||^2)`` (<= 1/(4m) <= the printed bound: the one-step
+    solve of the output fit, with 1 - 4 eta_V m in [0, 1)); ``paper_eta_v`` may go up to the
+    printed bound. Counts with a logarithm <= 0 are 0; eta_W^(1)'s bound uses max(K, 1).
+
+    Args:
+      X: inputs ``(n, d_in)`` with rank X = n (a bias column is appended with ``config.bias``).
+      residuals: the initial output residuals, ``(n,)`` or ``(n, 1)``.
+      w_out: the fixed output weight W_L, ``(r,)`` or ``(1, r)``; it needs entries of both signs
+        (Lemma 5.1).
+      config: optional Config supplying depth, width, gamma (algorithm ``"relu_skip"``).
+      c_v, epsilon: as in :func:`theorem_4_1`.
+      depth, width, gamma: L, r, gamma (override ``config``).
+      paper_eta_v, paper_eta_w_1, paper_eta_w_2: step sizes in the paper's convention
+        (default: the bounds, except eta_V, see above); each must not exceed its bound.
+
+    Returns:
+      A :class:`TheoremBounds` (``alpha``, ``ell`` are ``None``; ``.to_config()`` sets ReLU).
+    """
+    L, r, g = _setting(config, depth, width, gamma, "relu_skip", "5.3")
+    if config is not None:
+        names = {a.name for a in _layer_activations(config, L)}
+        if names != {"relu"}:
+            raise ValueError(f"config: Theorem 5.3 is stated for ReLU; this config's activation is {sorted(names)}")
+    w = np.asarray(w_out, dtype=np.float64)
+    if w.ndim == 2 and w.shape[0] == 1:
+        w = w[0]
+    if w.ndim != 1 or not np.all(np.isfinite(w)):
+        raise ValueError(f"w_out: expected a finite W_L of shape (r,) or (1, r), got shape {np.shape(w_out)}")
+    w_plus_sq, w_minus_sq = float(np.sum(np.maximum(w, 0) ** 2)), float(np.sum(np.minimum(w, 0) ** 2))
+    m = min(w_plus_sq, w_minus_sq)
+    if m <= 0:
+        raise ValueError("w_out: W_L needs entries of both signs (Lemma 5.1); min(||w_+||^2, ||w_-||^2) = 0")
+    data, R, R_max = _theorem_data(X, residuals, config, "5.3")
+    c_v, epsilon = _positive("c_v", c_v), _positive("epsilon", epsilon)
+    n, s, x_max = data.n, data.sigma_min, data.x_norm_max
+
+    eta_v_max = 1 / (2 * m)
+    eta_v = _step("paper_eta_v", paper_eta_v, eta_v_max, default=1 / (2 * (w_plus_sq + w_minus_sq)))
+    K = _count(1 / (4 * eta_v * m), 3 * R / epsilon)
+    eta_w_1_max = (1 / eta_v) / (24 * math.sqrt(r) * c_v * max(K, 1)) * (2 / 3) ** L
+    eta_w_1 = _step("paper_eta_w_1", paper_eta_w_1, eta_w_1_max)
+    eta_w_2_max = 1 / (2 * x_max)
+    eta_w_2 = _step("paper_eta_w_2", paper_eta_w_2, eta_w_2_max)
+    C_K = (4 * R_max * eta_v + 5 * math.sqrt(epsilon)) * 1.5**L
+    K_V = _count(3 / (4 * g * eta_v), 49 * (L - 2) * r * n * C_K**2 / (3 * epsilon))
+    K_W = _count(1 / (4 * g * s * eta_w_2), C_K**2 / epsilon)
+    return TheoremBounds(
+        theorem="5.3", algorithm="relu_skip", svb=(0.0, 0.25),
+        n=n, d_in=data.d_in, depth=L, width=r, gamma=g, alpha=None, ell=None, c_v=c_v, epsilon=epsilon,
+        s=s, x_norm_max=x_max, R=R, R_max=R_max, C_K=C_K, w_plus_sq=w_plus_sq, w_minus_sq=w_minus_sq,
+        paper_eta_v_max=eta_v_max, paper_eta_w_1_max=eta_w_1_max, paper_eta_w_2_max=eta_w_2_max,
+        paper_eta_v=eta_v, paper_eta_w_1=eta_w_1, paper_eta_w_2=eta_w_2, K=K, K_V=K_V, K_W=K_W,
+        w1_step_ratio=g * data.sigma_max**2 * eta_w_2,
+        bias=bool(getattr(config, "bias", False)), config=config,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# Checks on a run's history
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunCheck:
+    """Singular values of the hidden W_j against a band, and the empirical C_V, over a run.
+
+    Rows are history entries (entry 0 = the initial state, entry k = after sweep k).
+
+    Attributes:
+      band: ``(lo, hi)`` checked, before the ``rtol`` widening.
+      rtol: relative tolerance: a value counts as inside when in ``[lo (1-rtol), hi (1+rtol)]``.
+      layers: the paper's indices j of the checked W_j (the hidden ones, 2 .. L-1).
+      sv_min, sv_max: ``(K+1, len(layers))`` extreme singular values of those W_j.
+      inside: ``(K+1, len(layers))`` whether each W_j's singular values are in the band.
+      inside_per_sweep: ``(K+1,)`` all checked W_j inside, per entry.
+      all_inside: every entry, every checked layer inside.
+      first_exit: ``(entry, j)`` of the first W_j found outside (entries in order, then j), or None.
+      sv_min_overall, sv_max_overall: the extremes over the whole run and all checked layers
+        (NaN when there is no hidden W_j, L = 2).
+      c_v_per_sweep: ``(K+1,)`` max_j lambda_max(V_j V_j^T) per entry.
+      c_v_per_layer: ``(L-1,)`` max over the run, per V_j.
+      c_v_empirical: the largest lambda_max(V_j V_j^T) seen, the run's C_V.
+      c_v: the C_V checked against (``None`` if none was given).
+      c_v_ok: ``c_v_empirical <= c_v`` (``None`` without ``c_v``).
+    """
+
+    band: tuple[float, float]
+    rtol: float
+    layers: tuple[int, ...]
+    sv_min: np.ndarray
+    sv_max: np.ndarray
+    inside: np.ndarray
+    inside_per_sweep: np.ndarray
+    all_inside: bool
+    first_exit: tuple[int, int] | None
+    sv_min_overall: float
+    sv_max_overall: float
+    c_v_per_sweep: np.ndarray
+    c_v_per_layer: np.ndarray
+    c_v_empirical: float
+    c_v: float | None
+    c_v_ok: bool | None
+
+
+def check_run(history, config: Config | None = None, *, svb=None, band=None, rtol: float = 1e-4, c_v=None) -> RunCheck:
+    """Whether the hidden W_j kept their singular values in the SVB band, and the empirical C_V.
+
+    For j = 2 .. L-1 and every history entry k, W_j is inside when
+    ``lo (1 - rtol) <= sigma_min(W_j) and sigma_max(W_j) <= hi (1 + rtol)``; the empirical C_V
+    is ``max_{k, j} lambda_max(V_j V_j^T)`` (``history.v_gram_max``, a sum over samples, as in
+    the paper). A NaN singular value counts as outside.
+
+    The band: Remark 3.1 says the proof keeps the singular values "in a bounded interval", but
+    the proof (Appendix C) is not in the seeds, so the interval it maintains cannot be read off.
+    The default band is therefore the SVB interval [s1, s2] itself, which is stricter than the
+    proof needs. The theorem's constants suggest the interval of Theorem 4.1's proof: (alpha/2)^L
+    in eta_W^(1) and (2/alpha)^L in C_K fit sigma_min(W_j) >= 1/2, and 2^L in Theorem 4.3 fits
+    ||W_j||_op <= 2, i.e. ``band=(0.5, 2.0)`` (an inference, not a quoted statement).
+    ``rtol`` absorbs float rounding of the SVD (SVB puts singular values exactly on s1, s2).
+
+    Args:
+      history: a :class:`bcd_jax.Diagnostics` of stacked arrays (``bcd_jax.fit(...).history``);
+        uses ``sv_min``, ``sv_max`` (``(K+1, L)``) and ``v_gram_max`` (``(K+1, L-1)``).
+      config: the run's Config, for ``svb_bounds`` (the theorem's (s1, s2) when ``svb`` is None).
+      svb: ``(s1, s2)``, instead of ``config``.
+      band: ``(lo, hi)`` to check instead of ``(s1, s2)``.
+      rtol: relative tolerance of the band (default 1e-4).
+      c_v: optional C_V to compare the empirical one with (e.g. the one given to a theorem).
+
+    Returns:
+      A :class:`RunCheck`.
+    """
+    if band is None:
+        if svb is None:
+            if config is None:
+                raise ValueError("band: give band=(lo, hi), svb=(s1, s2) or the run's config")
+            svb = config.svb_bounds
+        band = svb
+    lo, hi = (float(b) for b in band)
+    if not (0 <= lo <= hi) or not math.isfinite(hi):
+        raise ValueError(f"band: expected (lo, hi) with 0 <= lo <= hi < inf, got {tuple(band)!r}")
+    rtol = float(rtol)
+    if not 0 <= rtol < 1:
+        raise ValueError(f"rtol: expected a number in [0, 1), got {rtol!r}")
+    sv_min = np.atleast_2d(np.asarray(history.sv_min, dtype=np.float64))
+    sv_max = np.atleast_2d(np.asarray(history.sv_max, dtype=np.float64))
+    v_gram = np.atleast_2d(np.asarray(history.v_gram_max, dtype=np.float64))
+    L = sv_min.shape[1]
+    if sv_max.shape != sv_min.shape or v_gram.shape != (sv_min.shape[0], L - 1):
+        raise ValueError(
+            f"history: expected sv_min, sv_max (K+1, L) and v_gram_max (K+1, L-1); got {sv_min.shape}, "
+            f"{sv_max.shape}, {v_gram.shape}"
+        )
+    layers = tuple(range(2, L))
+    mn, mx = sv_min[:, 1 : L - 1], sv_max[:, 1 : L - 1]
+    inside = (mn >= lo * (1 - rtol)) & (mx <= hi * (1 + rtol))
+    outside = np.argwhere(~inside)
+    first_exit = (int(outside[0, 0]), layers[int(outside[0, 1])]) if len(outside) else None
+    c_v_empirical = float(np.max(v_gram))
+    return RunCheck(
+        band=(lo, hi),
+        rtol=rtol,
+        layers=layers,
+        sv_min=mn,
+        sv_max=mx,
+        inside=inside,
+        inside_per_sweep=inside.all(axis=1),
+        all_inside=bool(inside.all()),
+        first_exit=first_exit,
+        sv_min_overall=float(mn.min()) if mn.size else math.nan,
+        sv_max_overall=float(mx.max()) if mx.size else math.nan,
+        c_v_per_sweep=v_gram.max(axis=1),
+        c_v_per_layer=v_gram.max(axis=0),
+        c_v_empirical=c_v_empirical,
+        c_v=None if c_v is None else float(c_v),
+        c_v_ok=None if c_v is None else bool(c_v_empirical <= float(c_v)),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Theorem 4.3: generalization bound
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneralizationBound:
+    """Theorem 4.3 evaluated term by term (the O~'s constants and log factors set to 1).
+
+    ``total = empirical + complexity + confidence``, an estimate of E[(f(x) - y)^2].
+
+    Attributes:
+      n, d_in, depth, width, ell, delta, b_x, b_y: the inputs (B_X, B_Y as used).
+      x_norm: ||X||_F = sqrt(sum_i ||x_i||^2).
+      spectral_norms: ||W_j||_op of the trained weights, j = 1 .. L.
+      spectral_product: prod_j ||W_j||_op.
+      norms: ``"theorem"`` (2^L used for the product of the spectral norms) or ``"trained"``.
+      norm_product: the product used, 2^L or ``spectral_product``.
+      output_range: B_Y + norm_product * ell^(L-1) * B_X, a bound on |f(x) - y|.
+      empirical: (1/n) sum_i (f(x_i) - y_i)^2, the training error.
+      complexity: (||X||_F / n) * output_range * d_in^(1/2) * L^(3/2) * (2r)^(L/2) * log r.
+      confidence: output_range^2 * sqrt(log(1/delta) / n).
+      total: the sum of the three.
+    """
+
+    n: int
+    d_in: int
+    depth: int
+    width: int
+    ell: float
+    delta: float
+    b_x: float
+    b_y: float
+    x_norm: float
+    spectral_norms: tuple[float, ...]
+    spectral_product: float
+    norms: str
+    norm_product: float
+    output_range: float
+    empirical: float
+    complexity: float
+    confidence: float
+    total: float
+
+
+def generalization_bound(
+    params,
+    X,
+    Y,
+    config: Config,
+    *,
+    delta: float,
+    b_x: float | None = None,
+    b_y: float | None = None,
+    norms: str = "theorem",
+) -> GeneralizationBound:
+    """Theorem 4.3's bound on the test error of a model trained by Algorithm 1, term by term.
+
+    With M = B_Y + 2^L ell^(L-1) B_X, with probability at least 1 - delta::
+
+        E[(f(x) - y)^2] <= (1/n) sum_i (f(x_i) - y_i)^2
+                           + O~( ||X||/n * M * d_in^(1/2) * L^(3/2) * (2r)^(L/2) * log r
+                                 + M^2 * sqrt(log(1/delta) / n) )
+
+    The formula is the main text's (001, Section 4.2); Appendix E, which would give the O~'s
+    constants, is not in the seeds, so they are set to 1: the numbers are the bound's shape,
+    not a certified value. ``||X||`` is read as the Frobenius norm sqrt(sum_i ||x_i||^2), the
+    data norm of Bartlett et al. (2017), whose spectral-norm bound the proof uses. M bounds
+    |f(x) - y| through |f(x)| <= prod_j ||W_j||_op ell^(L-1) ||x||, so 2^L reads as the proof's
+    bound ||W_j||_op <= 2 on each of the L layers (the main text says the spectral norms are
+    bounded; the value 2 is inferred from the formula). ``norms="trained"`` puts the trained
+    model's prod_j ||W_j||_op in place of 2^L. B_X, B_Y default to the sample's max_i ||x_i||
+    and max_i ||y_i||, a plug-in for Assumption 3's almost-sure bounds.
+
+    Args:
+      params: trained ``(W_1, ..., W_L)`` (``bcd_jax.fit(...).params``).
+      X, Y: the training inputs ``(n, d_in)`` and targets ``(n,)`` / ``(n, d_out)``.
+      config: the run's Config (algorithm ``"monotone"``; activation with known constants).
+      delta: confidence parameter in (0, 1).
+      b_x, b_y: B_X, B_Y (default: the sample maxima).
+      norms: ``"theorem"`` (2^L) or ``"trained"`` (prod_j ||W_j||_op).
+
+    Returns:
+      A :class:`GeneralizationBound`.
+    """
+    from bcd_jax.model import predict  # local: keeps this module's import light
+
+    if not isinstance(config, Config):
+        raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
+    if config.algorithm != "monotone":
+        raise ValueError(f"config: Theorem 4.3 is about Algorithm 1 ('monotone'), got {config.algorithm!r}")
+    _, ell = _activation_constants(None, config, "config")
+    delta = float(delta)
+    if not 0 < delta < 1:
+        raise ValueError(f"delta: expected a number in (0, 1), got {delta!r}")
+    if norms not in ("theorem", "trained"):
+        raise ValueError(f"norms: expected 'theorem' or 'trained', got {norms!r}")
+    weights = [np.asarray(w, dtype=np.float64) for w in params]
+    Xf, _ = _matrix("X", X, bias=bool(getattr(config, "bias", False)))
+    Yf = np.asarray(Y, dtype=np.float64).reshape(Xf.shape[0], -1)
+    pred = np.asarray(predict(params, np.asarray(X, np.asarray(params[0]).dtype), config), dtype=np.float64)
+    n, d_in = Xf.shape
+    L, r = config.depth, config.width
+    b_x = float(np.max(np.linalg.norm(Xf, axis=1))) if b_x is None else _positive("b_x", b_x)
+    b_y = float(np.max(np.linalg.norm(Yf, axis=1))) if b_y is None else _positive("b_y", b_y)
+    spectral = tuple(float(np.linalg.norm(w, 2)) for w in weights)
+    product = float(np.prod(spectral))
+    norm_product = 2.0**L if norms == "theorem" else product
+    M = b_y + norm_product * ell ** (L - 1) * b_x
+    x_norm = float(np.linalg.norm(Xf))
+    empirical = float(np.mean(np.sum((pred - Yf) ** 2, axis=1)))
+    complexity = x_norm / n * M * math.sqrt(d_in) * L**1.5 * (2 * r) ** (L / 2) * math.log(r)
+    confidence = M**2 * math.sqrt(math.log(1 / delta) / n)
+    return GeneralizationBound(
+        n=n, d_in=d_in, depth=L, width=r, ell=ell, delta=delta, b_x=b_x, b_y=b_y, x_norm=x_norm,
+        spectral_norms=spectral, spectral_product=product, norms=norms, norm_product=norm_product,
+        output_range=M, empirical=empirical, complexity=complexity, confidence=confidence,
+        total=empirical + complexity + confidence,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# Empirical convergence rate
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RateFit:
+    """Least-squares fits of a loss sequence: geometric ``rho^k`` and power law ``k^-p``.
+
+    Attributes:
+      rho: the per-sweep contraction factor, exp(slope) of log(loss_k) ~ a + k log(rho).
+      log_rho: the slope, log(rho).
+      r2: R^2 of the geometric fit (in log space).
+      power_p, power_c: p and C of log(loss_k) ~ log C - p log k.
+      power_r2: R^2 of the power-law fit.
+      preferred: ``"geometric"`` or ``"power"``, the fit with the smaller squared residual
+        (both have two parameters and use the same points).
+      linear: the decay looks linear (geometric): preferred is geometric, rho < 1 and r2 >= r2_min.
+      kl_theta: the KL exponent this suggests: 1/2 when linear; (1 + p)/(2p) when the power
+        law is preferred with p > 1 (exponent theta in (1/2, 1) gives F - F* = O(k^(-1/(2 theta - 1))),
+        here with F* = 0); else None.
+      indices: the sequence indices k used.
+      floor: values at or below it were ignored.
+    """
+
+    rho: float
+    log_rho: float
+    r2: float
+    power_p: float
+    power_c: float
+    power_r2: float
+    preferred: str
+    linear: bool
+    kl_theta: float | None
+    indices: np.ndarray
+    floor: float
+
+
+def convergence_rate(
+    losses, *, start: int = 1, stop: int | None = None, floor: float | None = None, r2_min: float = 0.99
+) -> RateFit:
+    """Per-sweep contraction factor of a loss sequence, and geometric vs power-law decay.
+
+    Fits, by least squares over the points k in ``[max(start, 1), stop)`` whose value is
+    finite and above ``floor``::
+
+        log(loss_k) ~ a + k log(rho)          (geometric: linear rate, KL exponent theta = 1/2)
+        log(loss_k) ~ log(C) - p log(k)       (power law: sublinear, theta in (1/2, 1))
+
+    Xu, Bao and Xing (seed 004) tie the rate of alternating minimisation to the KL exponent:
+    theta = 1/2 gives a (local R-)linear rate, theta in (1/2, 1) a sublinear one. Index k = 0
+    (``history`` entry 0, the initial state) is never used: the power law is undefined there.
+    The default floor, ``(100 eps)^2 * max(loss)`` with eps of the sequence's dtype, drops
+    values at the rounding floor of a squared-norm loss (float32: about 1.4e-10 times the
+    largest value).
+
+    Args:
+      losses: 1-D sequence, entry k after k sweeps (e.g. ``history.output_loss``).
+      start: first index used (skips initial transients; at least 1).
+      stop: end of the window (exclusive; default: the whole sequence).
+      floor: values <= floor are ignored (default above).
+      r2_min: the geometric fit's R^2 needed to call the decay linear.
+
+    Returns:
+      A :class:`RateFit`.
+
+    Raises:
+      ValueError: fewer than 3 usable points.
+    """
+    raw = np.asarray(losses)
+    if raw.ndim != 1:
+        raise ValueError(f"losses: expected a 1-D sequence, got shape {raw.shape}")
+    eps = np.finfo(raw.dtype).eps if np.issubdtype(raw.dtype, np.floating) else np.finfo(np.float64).eps
+    values = raw.astype(np.float64)
+    finite = np.isfinite(values)
+    if floor is None:
+        peak = float(np.max(values[finite])) if finite.any() else 0.0
+        floor = (100 * eps) ** 2 * peak
+    k = np.arange(len(values))
+    stop = len(values) if stop is None else stop
+    keep = finite & (values > floor) & (k >= max(int(start), 1)) & (k < stop)
+    k, y = k[keep], np.log(values[keep])
+    if len(k) < 3:
+        raise ValueError(
+            f"losses: need at least 3 finite values above the floor {floor:.3g} in [max(start, 1), stop) = "
+            f"[{max(int(start), 1)}, {stop}); got {len(k)}"
+        )
+    (log_rho, a), rss_geo, r2 = _line_fit(k.astype(np.float64), y)
+    (minus_p, log_c), rss_pow, power_r2 = _line_fit(np.log(k), y)
+    preferred = "geometric" if rss_geo <= rss_pow else "power"
+    linear = preferred == "geometric" and log_rho < 0 and r2 >= r2_min
+    p = -minus_p
+    kl_theta = 0.5 if linear else ((1 + p) / (2 * p) if preferred == "power" and p > 1 else None)
+    return RateFit(
+        rho=math.exp(log_rho), log_rho=log_rho, r2=r2, power_p=p, power_c=math.exp(log_c), power_r2=power_r2,
+        preferred=preferred, linear=bool(linear), kl_theta=kl_theta, indices=k, floor=float(floor),
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float, float]:
+    """Least squares y ~ b x + a: ((b, a), residual sum of squares, R^2)."""
+    A = np.stack([x, np.ones_like(x)], axis=1)
+    (b, a), *_ = np.linalg.lstsq(A, y, rcond=None)
+    rss = float(np.sum((y - (b * x + a)) ** 2))
+    tss = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - rss / tss if tss > 0 else 1.0
+    return (float(b), float(a)), rss, r2
+
+
+def _matrix(name: str, X, *, bias: bool = False) -> tuple[np.ndarray, float]:
+    """X as a finite float64 (n, d) array (with a ones column when ``bias``) and its dtype's eps."""
+    arr = np.asarray(X)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{name}: expected a non-empty 2-D array (n, d_in), got shape {arr.shape}")
+    eps = float(np.finfo(arr.dtype).eps) if np.issubdtype(arr.dtype, np.floating) else float(np.finfo(np.float64).eps)
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains non-finite values")
+    if bias:
+        arr = np.concatenate([arr, np.ones((arr.shape[0], 1))], axis=1)
+    return arr, eps
+
+
+def _theorem_data(X, residuals, config, theorem: str) -> tuple[DataReport, float, float]:
+    """The DataReport of X (with the bias column of ``config.bias``), R and R_max of the residuals."""
+    Xf, eps = _matrix("X", X, bias=bool(getattr(config, "bias", False)))
+    report = _report(Xf, eps)
+    if not report.full_row_rank:
+        raise ValueError(
+            f"X: Theorem {theorem} needs rank X = n (Assumption 1); X is {report.n} x {report.d_in} with rank "
+            f"{report.rank}" + ("" if report.n_le_d_in else " (n > d_in)")
+        )
+    res = np.asarray(residuals, dtype=np.float64)
+    if res.ndim == 1:
+        res = res[:, None]
+    if res.ndim != 2 or res.shape[0] != report.n or not np.all(np.isfinite(res)):
+        raise ValueError(
+            f"residuals: expected finite initial residuals W_L V_(L-1),i - y_i of shape (n,) or (n, d_out) with "
+            f"n = {report.n}, got shape {np.shape(residuals)}"
+        )
+    R_i = np.linalg.norm(res, axis=1)
+    return report, float(np.sum(R_i**2)), float(np.max(R_i))
+
+
+def _setting(config, depth, width, gamma, algorithm: str, theorem: str) -> tuple[int, int, float]:
+    """(L, r, gamma) from the keywords, else from ``config``; checks the config's algorithm and loss."""
+    if config is not None:
+        if not isinstance(config, Config):
+            raise ValueError(f"config: expected a bcd_jax.Config or None, got {type(config).__name__}")
+        if config.algorithm != algorithm:
+            raise ValueError(f"config: Theorem {theorem} is about algorithm {algorithm!r}, got {config.algorithm!r}")
+        if getattr(config, "loss", "squared") != "squared":
+            raise ValueError(f"config: Theorem {theorem} is about the squared loss, got loss={config.loss!r}")
+    values = {"depth": depth, "width": width, "gamma": gamma}
+    for name, value in values.items():
+        if value is None:
+            if config is None:
+                raise ValueError(f"{name}: not given and no config to take it from")
+            values[name] = getattr(config, name)
+    for name, low in (("depth", 2), ("width", 1)):
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    return values["depth"], values["width"], _positive("gamma", values["gamma"])
+
+
+def _layer_activations(config: Config, depth: int) -> tuple[Activation, ...]:
+    """The hidden layers' activations of ``config`` at depth ``depth`` (one or one per layer)."""
+    config = config if depth == config.depth else config.replace(depth=depth)
+    return tuple(config.layer_activations) if hasattr(config, "layer_activations") else (config.activation_fn,)
+
+
+def _activation_constants(activation, config, name: str, *, depth: int | None = None) -> tuple[float, float]:
+    """(alpha, ell) for Assumption 2; per-layer activations give (min alpha, max ell)."""
+    if activation is not None:
+        if isinstance(activation, Config):
+            raise ValueError(f"{name}: expected an Activation or a registry name; pass a Config as config=")
+        try:
+            acts = (get_activation(activation),)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    elif config is not None:
+        acts = _layer_activations(config, depth or config.depth)
+    else:
+        raise ValueError(f"{name}: give an Activation (or a Config) to take alpha and ell from")
+    unknown = sorted({a.name for a in acts if a.alpha is None or a.lipschitz is None})
+    if unknown:
+        raise ValueError(
+            f"{name}: the constants alpha (inf sigma') and ell (Lipschitz) of {unknown} are unknown; declare them, "
+            "e.g. bcd_jax.Activation(name, fn, alpha=..., lipschitz=...)"
+        )
+    alpha, ell = min(a.alpha for a in acts), max(a.lipschitz for a in acts)
+    if alpha <= 0:
+        zero = sorted({a.name for a in acts if a.alpha <= 0})
+        raise ValueError(
+            f"{name}: Theorem 4.1 needs alpha = inf sigma' > 0 (Assumption 2), but {zero} has alpha = {alpha}; "
+            "for ReLU use theorem_5_3 (Algorithm 3)"
+        )
+    return float(alpha), float(ell)
+
+
+def _positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return value
+
+
+def _step(name: str, value, bound: float, default: float | None = None) -> float:
+    """The step size to use: ``default`` (else ``bound``) if ``value`` is None, else ``value`` (<= bound).
+
+    ``value`` may exceed ``bound`` by rounding (1e-12 relative), e.g. a bound recomputed by the caller.
+    """
+    if value is None:
+        return bound if default is None else min(default, bound)
+    value = _positive(name, value)
+    if value > bound * (1 + 1e-12):
+        raise ValueError(f"{name}: {value!r} exceeds the theorem's bound {bound!r}")
+    return value
+
+
+def _count(prefactor: float, log_argument: float) -> int:
+    """``ceil(prefactor * log(log_argument))``, and 0 when the logarithm is <= 0."""
+    if not log_argument > 1:
+        return 0
+    return int(math.ceil(prefactor * math.log(log_argument)))
