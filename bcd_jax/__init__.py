@@ -4,6 +4,7 @@ from bcd_jax.activations import ACTIVATIONS, Activation, get_activation
 from bcd_jax.algorithms import ALGORITHMS, AlgorithmSpec, get_algorithm
 from bcd_jax.config import Config, StepSizes, load_config
 from bcd_jax.data import teacher_problem
+from bcd_jax.losses import LOSSES, Loss, get_loss
 from bcd_jax.model import hidden_forward, init_params, predict, singular_value_bounding
 from bcd_jax.solver import (
     BCDDivergenceWarning,
@@ -20,6 +21,9 @@ from bcd_jax.solver import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "LOSSES",
+    "Loss",
+    "get_loss",
     "ACTIVATIONS",
     "ALGORITHMS",
     "Activation",
