@@ -435,6 +435,16 @@ def _diagnostics_impl(state: BCDState, data: _Data, steps: StepSizes, structure:
     )
 
 
+# Diagnostics that must stay finite for a sweep to count (accuracy and val_* are NaN by design
+# when they do not apply). Blocks can stay finite while the losses overflow: both count.
+_MUST_BE_FINITE = ("objective", "output_loss", "layer_losses", "train_mse", "train_loss", "sv_min", "sv_max", "v_gram_max")
+
+
+def _is_finite(info: Diagnostics) -> jax.Array:
+    checks = [jnp.all(info.blocks_finite)] + [jnp.all(jnp.isfinite(getattr(info, name))) for name in _MUST_BE_FINITE]
+    return jnp.all(jnp.stack(checks))
+
+
 def _run_impl(
     state: BCDState,
     data: _Data,
@@ -468,7 +478,7 @@ def _run_impl(
         s, halted = carry
         skip = jnp.logical_or(halted, position >= limit)
         new_s, info = lax.cond(skip, lambda s_: blank, advance, s)
-        good = jnp.logical_and(jnp.logical_not(skip), jnp.all(info.blocks_finite))
+        good = jnp.logical_and(jnp.logical_not(skip), _is_finite(info))
         s = jax.tree.map(lambda a, b: jnp.where(good, a, b), new_s, s)
         return (s, jnp.logical_or(halted, jnp.logical_and(jnp.logical_not(skip), jnp.logical_not(good)))), (info, good)
 
@@ -728,7 +738,7 @@ def fit(
         history = jax.tree.map(lambda h: np.asarray(h)[:length], history)
         if n_done < length:
             diverged_at = done + n_done + 1
-            _warn_divergence(diverged_at, history.blocks_finite[n_done], config)
+            _warn_divergence(diverged_at, jax.tree.map(lambda h: h[n_done], history), config)
         kept = jax.tree.map(lambda h: h[:n_done], history)
         chunks.append(kept)
         done += n_done
@@ -822,11 +832,12 @@ def _join_history(past, initial, chunks) -> Diagnostics:
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
-def _warn_divergence(sweep_index: int, blocks_finite, config: Config) -> None:
+def _warn_divergence(sweep_index: int, info: Diagnostics, config: Config) -> None:
     names = [f"W_{j}" for j in range(1, config.depth + 1)] + [f"V_{j}" for j in range(1, config.depth)]
-    which = ", ".join(name for name, ok in zip(names, np.asarray(blocks_finite)) if not ok)
+    which = [name for name, ok in zip(names, np.asarray(info.blocks_finite)) if not ok]
+    which += [name for name in _MUST_BE_FINITE if not np.all(np.isfinite(getattr(info, name)))]
     warnings.warn(
-        f"BCD diverged at sweep {sweep_index}: non-finite values in {which}; returning the last finite state "
+        f"BCD diverged at sweep {sweep_index}: non-finite values in {', '.join(which)}; returning the last finite state "
         f"(after sweep {sweep_index - 1}). Lower the step sizes (eta_v, eta_w, eta_w1) or gamma.",
         BCDDivergenceWarning,
         stacklevel=3,

@@ -1,0 +1,47 @@
+"""Shared fixtures: scoped float64 and a compile counter."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import pytest
+
+
+@pytest.fixture
+def x64():
+    """Float64 for the duration of one test only (never global for the session)."""
+    with jax.enable_x64(True):
+        yield
+
+
+class _CompileLog(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def count(self, name: str | None = None) -> int:
+        """Number of XLA compilations logged (optionally of functions whose name contains ``name``)."""
+        hits = [m for m in self.messages if m.startswith("Compiling ")]
+        if name is not None:
+            hits = [m for m in hits if name in m.split(" with ")[0]]
+        return len(hits)
+
+
+@pytest.fixture
+def compile_log():
+    """Captures JAX's compile log (``jax.log_compiles``) for the duration of a test."""
+    handler = _CompileLog()
+    logger = logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

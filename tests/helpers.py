@@ -1,0 +1,68 @@
+"""Small shared helpers for the tests (data, tolerances, algorithm -> activation)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+import bcd_jax
+
+
+def activation_for(algorithm: str) -> str:
+    """Algorithm 1 needs a strictly monotone activation; the ReLU variants use ReLU."""
+    spec = bcd_jax.ALGORITHMS[algorithm]
+    return "relu" if spec.project_nonneg else "leaky_relu"
+
+
+def make_data(n, d_in, d_out=1, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d_in))
+    Y = rng.normal(size=(n, d_out))
+    return X.astype(dtype), Y.astype(dtype)
+
+
+def assert_close(actual, expected, rtol, name=""):
+    """Entrywise relative check with an absolute floor scaled to the array's magnitude."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
+    scale = max(float(np.max(np.abs(expected))), 1e-300) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=name)
+
+
+def assert_state_matches(state, W_ref, V_ref, rtol):
+    """``state`` (a BCDState) against reference lists in paper indexing (W[1..L], V[1..L-1])."""
+    L = len(W_ref) - 1
+    assert len(state.weights) == L and len(state.hidden) == L - 1
+    for j in range(1, L + 1):
+        assert_close(state.weights[j - 1], W_ref[j], rtol, f"W_{j}")
+    for j in range(1, L):
+        assert_close(state.hidden[j - 1], V_ref[j], rtol, f"V_{j}")
+
+
+def tree_all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(tree) if np.issubdtype(np.asarray(a).dtype, np.floating))
+
+
+# One small problem shared by many tests, so that their compiled programs are reused.
+SMALL_N, SMALL_D_IN, SMALL_D_OUT = 7, 10, 2
+
+
+def small_config(algorithm: str = "monotone", **overrides) -> bcd_jax.Config:
+    """depth 4, width 5, K_V = 3, K_W = 2, 3 sweeps, four different step sizes."""
+    fields = dict(
+        algorithm=algorithm,
+        activation=activation_for(algorithm),
+        negative_slope=0.3,
+        depth=4,
+        width=5,
+        k_v=3,
+        k_w=2,
+        sweeps=3,
+        gamma=0.5,
+        eta_v=0.4,
+        eta_w=0.3,
+        eta_w1=0.2,
+    )
+    fields.update(overrides)
+    return bcd_jax.Config(**fields)

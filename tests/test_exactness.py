@@ -1,0 +1,213 @@
+"""Float64 exactness: bcd_jax against the plain per-sample NumPy reference (tests/reference.py)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bcd_jax
+import reference as ref
+from helpers import SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, assert_state_matches, small_config
+
+RTOL = 1e-10
+N, D_IN, D_OUT = SMALL_N, SMALL_D_IN, SMALL_D_OUT
+# Seeds for which every W_L row has both signs (Lemma 5.1) and no ReLU pre-activation is near 0.
+SEEDS = {"monotone": 0, "relu_skip": 3, "relu_noskip": 3}
+
+
+def _config(algorithm, **overrides):
+    return small_config(algorithm, **overrides)
+
+
+def _problem(cfg, seed):
+    """float64 data and the library's own initial weights for ``cfg``."""
+    X, Y = make_problem_data(seed)
+    params = bcd_jax.init_params(jax.random.key(seed), cfg, D_IN, D_OUT, dtype=jnp.float64)
+    assert all(w.dtype == jnp.float64 for w in params)
+    w_out = np.asarray(params[-1])
+    assert ((w_out > 0).any(axis=1) & (w_out < 0).any(axis=1)).all(), "test seed: W_L row of one sign"
+    return X, Y, params
+
+
+def make_problem_data(seed):
+    rng = np.random.default_rng(100 + seed)
+    X = rng.normal(size=(N, D_IN))
+    Y = rng.normal(size=(N, D_OUT))
+    return X, Y
+
+
+def _ref_kwargs(cfg, act):
+    return dict(
+        act=act,
+        spec=bcd_jax.ALGORITHMS[cfg.algorithm],
+        gamma=cfg.gamma,
+        eta_v=cfg.eta_v,
+        eta_w=cfg.eta_w,
+        eta_w1=cfg.eta_w1,
+        k_v=cfg.k_v,
+        k_w=cfg.k_w,
+    )
+
+
+def _assert_diagnostics(info, expected, index=None):
+    for field in ("objective", "output_loss", "layer_losses", "train_mse", "sv_min", "sv_max", "v_gram_max"):
+        got = np.asarray(getattr(info, field))
+        if index is not None:
+            got = got[index]
+        assert_close(got, expected[field], RTOL, field)
+    blocks = np.asarray(info.blocks_finite if index is None else info.blocks_finite[index])
+    assert blocks.dtype == bool and blocks.all()
+
+
+def test_paper_switches_of_the_registered_algorithms():
+    """The flags that the generic reference reads, pinned to the paper's boxes."""
+    a1, a3, a3n = (bcd_jax.ALGORITHMS[k] for k in ("monotone", "relu_skip", "relu_noskip"))
+    assert (a1.skip, a1.project_nonneg, a1.train_output_weight, a1.linear_first_layer_fit) == (False, False, True, False)
+    assert (a3.skip, a3.project_nonneg, a3.train_output_weight, a3.linear_first_layer_fit) == (True, True, False, True)
+    assert (a3n.skip, a3n.project_nonneg, a3n.train_output_weight, a3n.linear_first_layer_fit) == (False, True, False, True)
+    assert a1.svb_output_weight and not a3.svb_output_weight and not a3n.svb_output_weight
+    assert a1.default_svb == (0.75, 1.25) and a3.default_svb == (0.0, 0.25)
+
+
+@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def test_init_state_is_the_exact_forward_pass(x64, algorithm):
+    cfg = _config(algorithm)
+    X, Y, params = _problem(cfg, SEEDS.get(algorithm, 0))
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    spec = bcd_jax.ALGORITHMS[algorithm]
+    V = ref.forward_hidden(ref.as_paper(params), X, ref.reference_activation(cfg.activation, 0.3), spec.skip)
+    for j in range(1, cfg.depth):
+        assert_close(state.hidden[j - 1], V[j], RTOL, f"V_{j}")
+        assert state.hidden[j - 1].dtype == jnp.float64
+    for w, w0 in zip(state.weights, params):
+        np.testing.assert_array_equal(np.asarray(w), np.asarray(w0))
+    assert int(state.sweep) == 0 and state.sweep.dtype == jnp.int32
+    # At the exact initialisation every layer loss is zero and the objective is the output loss.
+    info = bcd_jax.diagnostics(state, X, Y, cfg)
+    np.testing.assert_allclose(np.asarray(info.layer_losses), 0.0, atol=1e-28)
+    assert_close(info.train_mse, info.output_loss, RTOL)
+
+
+@pytest.mark.parametrize("depth,k_v,k_w", [(4, 3, 2), (2, 2, 3), (3, 0, 0)])
+@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def test_sweep_matches_reference(x64, algorithm, depth, k_v, k_w):
+    cfg = _config(algorithm, depth=depth, k_v=k_v, k_w=k_w)
+    seed = SEEDS.get(algorithm, 0)
+    X, Y, params = _problem(cfg, seed)
+    act = ref.reference_activation(cfg.activation, 0.3)
+    spec = bcd_jax.ALGORITHMS[algorithm]
+    kinks = ref.Kinks()
+    W = ref.as_paper(params)
+    V = ref.forward_hidden(W, X, act, spec.skip, kinks)
+    kw = _ref_kwargs(cfg, act)
+
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    for k in range(1, cfg.sweeps + 1):
+        state, info = bcd_jax.sweep(state, X, Y, cfg)
+        W, V = ref.sweep(W, V, Y, kinks=kinks, **kw)
+        assert int(state.sweep) == k
+        assert_state_matches(state, W, V, RTOL)
+        _assert_diagnostics(info, ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.gamma))
+    if cfg.activation == "relu":
+        assert kinks.min_abs > 1e-6, "test data hit the ReLU kink; pick another seed"
+    if not spec.train_output_weight:
+        np.testing.assert_array_equal(np.asarray(state.weights[-1]), np.asarray(params[-1]))
+    if spec.project_nonneg:
+        assert all(bool((np.asarray(v) >= 0).all()) for v in state.hidden)
+
+
+@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def test_run_and_fit_match_reference(x64, algorithm):
+    cfg = _config(algorithm)
+    seed = SEEDS.get(algorithm, 0)
+    X, Y, params = _problem(cfg, seed)
+    act = ref.reference_activation(cfg.activation, 0.3)
+    spec = bcd_jax.ALGORITHMS[algorithm]
+    kw = _ref_kwargs(cfg, act)
+    W = ref.as_paper(params)
+    V = ref.forward_hidden(W, X, act, spec.skip)
+    expected = [ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.gamma)]
+    for _ in range(cfg.sweeps):
+        W, V = ref.sweep(W, V, Y, **kw)
+        expected.append(ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.gamma))
+
+    # run: one compiled scan.
+    state0 = bcd_jax.init_state(params, X, Y, cfg)
+    final, initial, history, completed = bcd_jax.run(state0, X, Y, cfg)
+    assert_state_matches(final, W, V, RTOL)
+    assert int(final.sweep) == cfg.sweeps
+    _assert_diagnostics(initial, expected[0])
+    assert np.asarray(completed).tolist() == [True] * cfg.sweeps
+    for k in range(cfg.sweeps):
+        _assert_diagnostics(history, expected[k + 1], index=k)
+
+    # fit: the host-side wrapper, from the same initial weights.
+    result = bcd_jax.fit(X, Y, cfg, init_params=params)
+    assert result.diverged_at is None and result.sweeps_completed == cfg.sweeps
+    assert_state_matches(result.state, W, V, RTOL)
+    for j in range(1, cfg.depth + 1):
+        assert_close(result.params[j - 1], W[j], RTOL, f"params W_{j}")
+    assert np.asarray(result.history.train_mse).shape == (cfg.sweeps + 1,)
+    for k in range(cfg.sweeps + 1):
+        _assert_diagnostics(result.history, expected[k], index=k)
+    assert result.train_mse == pytest.approx(expected[-1]["train_mse"], rel=RTOL)
+
+
+def test_fit_draws_weights_from_key_like_init_params(x64):
+    """``fit(key=...)`` starts from ``init_params(key, ...)``; ``key=None`` uses ``config.seed``."""
+    cfg = _config("monotone", sweeps=2).replace(seed=5)
+    X, Y = make_problem_data(0)
+    params = bcd_jax.init_params(jax.random.key(5), cfg, D_IN, D_OUT, dtype=jnp.float64)
+    from_seed = bcd_jax.fit(X, Y, cfg)
+    from_key = bcd_jax.fit(X, Y, cfg, key=jax.random.key(5))
+    from_params = bcd_jax.fit(X, Y, cfg, init_params=params)
+    for a, b, c in zip(from_seed.params, from_key.params, from_params.params):
+        assert a.dtype == jnp.float64
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(c))
+    other = bcd_jax.fit(X, Y, cfg, key=jax.random.key(6))
+    assert not np.allclose(np.asarray(other.params[0]), np.asarray(from_key.params[0]))
+
+
+def test_user_activation_end_to_end_matches_hand_derivative(x64):
+    """A user callable: the solver's sigma' is autodiff's, equal to the hand-written one."""
+
+    def tanh_plus(z):
+        return z + 0.5 * jnp.tanh(z)
+
+    cfg = _config("monotone", activation=tanh_plus)
+    X, Y, params = _problem(cfg, 0)
+    act = ref.reference_activation("tanh_plus")
+    spec = bcd_jax.ALGORITHMS["monotone"]
+    W = ref.as_paper(params)
+    V = ref.forward_hidden(W, X, act, spec.skip)
+    W, V = ref.run(W, V, Y, cfg.sweeps, **_ref_kwargs(cfg, act))
+    result = bcd_jax.fit(X, Y, cfg, init_params=params)
+    assert result.diverged_at is None
+    assert_state_matches(result.state, W, V, RTOL)
+    pred = bcd_jax.predict(result.params, X, cfg)
+    assert_close(pred, ref.predict(W, X, act, False), RTOL, "predict")
+
+
+def _first_layer_forms():
+    from bcd_jax import config as config_module
+
+    return [f for f in getattr(config_module, "FIRST_LAYER_FORMS", ()) if f != "auto"]
+
+
+@pytest.mark.parametrize("form", _first_layer_forms())
+@pytest.mark.parametrize("algorithm", ["monotone", "relu_skip"])
+def test_every_first_layer_form_matches_reference(x64, algorithm, form):
+    """The K_W loop on W_1 (sigma-fit and linear-surrogate fit) in each of its computed forms."""
+    cfg = _config(algorithm, depth=3, k_v=2, k_w=4, first_layer_form=form)
+    X, Y, params = _problem(cfg, SEEDS[algorithm])
+    act = ref.reference_activation(cfg.activation, 0.3)
+    W = ref.as_paper(params)
+    V = ref.forward_hidden(W, X, act, bcd_jax.ALGORITHMS[algorithm].skip)
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    for _ in range(2):
+        state, _ = bcd_jax.sweep(state, X, Y, cfg)
+        W, V = ref.sweep(W, V, Y, **_ref_kwargs(cfg, act))
+    assert_state_matches(state, W, V, RTOL)

@@ -1,0 +1,125 @@
+"""Initialisation (Algorithm 2 and the Gaussian draws) and diagnostics against plain NumPy."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bcd_jax
+import reference as ref
+from helpers import activation_for, assert_close
+
+
+def _matrix_with_singular_values(rng, shape, svals):
+    m, k = shape
+    u, _ = np.linalg.qr(rng.normal(size=(m, min(m, k))))
+    v, _ = np.linalg.qr(rng.normal(size=(k, min(m, k))))
+    return u @ np.diag(svals) @ v.T, u, v
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 7), (6, 2)])
+def test_singular_value_bounding_clips_values_and_keeps_vectors(x64, shape):
+    rng = np.random.default_rng(0)
+    k = min(shape)
+    svals = np.sort(np.linspace(0.05, 3.0, k))[::-1]  # straddles [0.5, 1.5] on both sides
+    w, u, v = _matrix_with_singular_values(rng, shape, svals)
+    out = np.asarray(bcd_jax.singular_value_bounding(jnp.asarray(w), 0.5, 1.5))
+    assert out.shape == shape and out.dtype == np.float64
+    expected = u @ np.diag(np.clip(svals, 0.5, 1.5)) @ v.T  # same singular vectors, clipped values
+    assert_close(out, expected, 1e-12, "SVB(W)")
+    np.testing.assert_allclose(np.linalg.svd(out, compute_uv=False), np.sort(np.clip(svals, 0.5, 1.5))[::-1], rtol=1e-12)
+    # Bounds that contain every singular value leave the matrix unchanged.
+    assert_close(bcd_jax.singular_value_bounding(jnp.asarray(w), 0.01, 10.0), w, 1e-12, "SVB no-op")
+
+
+def test_singular_value_bounding_float32():
+    rng = np.random.default_rng(1)
+    w, _, _ = _matrix_with_singular_values(rng, (4, 4), np.array([4.0, 2.0, 0.5, 0.1]))
+    out = bcd_jax.singular_value_bounding(jnp.asarray(w, jnp.float32), 0.75, 1.25)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(out, np.float64), compute_uv=False), [1.25, 1.25, 0.75, 0.75], rtol=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def test_init_params_bounds_the_paper_layers(algorithm):
+    """SVB hits W_2..W_L (Algorithm 1) or W_2..W_{L-1} (Algorithm 3); never W_1."""
+    spec = bcd_jax.ALGORITHMS[algorithm]
+    cfg = bcd_jax.Config(algorithm=algorithm, activation=activation_for(algorithm), depth=4, width=5, svb=(2.0, 3.0))
+    params = bcd_jax.init_params(jax.random.key(0), cfg, 12, 2)
+    assert [tuple(w.shape) for w in params] == [(5, 12), (5, 5), (5, 5), (2, 5)]
+    assert all(w.dtype == jnp.float32 for w in params)
+    svals = [np.linalg.svd(np.asarray(w, np.float64), compute_uv=False) for w in params]
+    # Gaussian with variance 1/fan_in: all singular values well below 2 unless bounded.
+    assert svals[0].max() < 2.0
+    for j in (2, 3):
+        assert svals[j - 1].min() >= 2.0 - 1e-5 and svals[j - 1].max() <= 3.0 + 1e-5, (j, svals[j - 1])
+    if spec.svb_output_weight:
+        assert svals[3].min() >= 2.0 - 1e-5
+    else:
+        assert svals[3].max() < 2.0
+
+
+def test_init_params_default_bounds_and_output_weight():
+    cfg1 = bcd_jax.Config(depth=3, width=6)
+    cfg3 = bcd_jax.Config(algorithm="relu_skip", activation="relu", depth=3, width=6)
+    assert cfg1.svb_bounds == (0.75, 1.25) and cfg3.svb_bounds == (0.0, 0.25)
+    p1 = bcd_jax.init_params(jax.random.key(1), cfg1, 10, 1)
+    p3 = bcd_jax.init_params(jax.random.key(1), cfg3, 10, 1)
+    s1 = np.linalg.svd(np.asarray(p1[1]), compute_uv=False)
+    s3 = np.linalg.svd(np.asarray(p3[1]), compute_uv=False)
+    assert s1.min() >= 0.75 - 1e-5 and s1.max() <= 1.25 + 1e-5
+    assert s3.max() <= 0.25 + 1e-6
+    # Algorithm 1 bounds the (1, r) output weight: its one singular value is its norm.
+    assert 0.75 - 1e-5 <= np.linalg.norm(np.asarray(p1[-1])) <= 1.25 + 1e-5
+    # Algorithm 3 keeps the Gaussian output weight (both signs, norm ~ 1, not <= 1/4).
+    assert np.linalg.norm(np.asarray(p3[-1])) > 0.25
+
+
+def test_init_params_gaussian_scale_and_seeding(x64):
+    cfg = bcd_jax.Config(algorithm="relu_skip", activation="relu", depth=3, width=40)
+    a = bcd_jax.init_params(jax.random.key(3), cfg, 400, 30, dtype=jnp.float64)
+    b = bcd_jax.init_params(jax.random.key(3), cfg, 400, 30, dtype=jnp.float64)
+    c = bcd_jax.init_params(jax.random.key(4), cfg, 400, 30, dtype=jnp.float64)
+    assert all(w.dtype == jnp.float64 for w in a)
+    for wa, wb in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
+    assert not np.allclose(np.asarray(a[0]), np.asarray(c[0]))
+    # W_1 ~ N(0, 1/d_in) (16000 entries), unbounded W_L ~ N(0, 1/r) (1200 entries).
+    assert np.var(np.asarray(a[0])) * 400 == pytest.approx(1.0, rel=0.05)
+    assert abs(np.mean(np.asarray(a[0]))) < 0.05 / np.sqrt(400)
+    assert np.var(np.asarray(a[-1])) * 40 == pytest.approx(1.0, rel=0.15)
+
+
+@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def test_diagnostics_of_an_arbitrary_state(x64, algorithm):
+    """Layer losses (with the skip term for j >= 2 under Algorithm 3), C_V and the rest, by hand."""
+    rng = np.random.default_rng(7)
+    n, d_in, r, d_out, L = 6, 9, 4, 2, 4
+    cfg = bcd_jax.Config(algorithm=algorithm, activation=activation_for(algorithm), depth=L, width=r, gamma=0.7)
+    X = rng.normal(size=(n, d_in))
+    Y = rng.normal(size=(n, d_out))
+    weights = (rng.normal(size=(r, d_in)), rng.normal(size=(r, r)), rng.normal(size=(r, r)), rng.normal(size=(d_out, r)))
+    hidden = tuple(np.abs(rng.normal(size=(n, r))) for _ in range(L - 1))  # not the forward pass
+    state = bcd_jax.BCDState(tuple(map(jnp.asarray, weights)), tuple(map(jnp.asarray, hidden)), jnp.asarray(3, jnp.int32))
+    info = bcd_jax.diagnostics(state, X, Y, cfg)
+    spec = bcd_jax.ALGORITHMS[algorithm]
+    act = ref.reference_activation(cfg.activation, cfg.negative_slope)
+    expected = ref.diagnostics(ref.as_paper(weights), [X, *hidden], Y, act=act, spec=spec, gamma=cfg.gamma)
+    for field, value in expected.items():
+        assert_close(getattr(info, field), value, 1e-10, field)
+    assert np.asarray(info.layer_losses).shape == (L - 1,)
+    assert np.asarray(info.sv_min).shape == (L,) and np.asarray(info.v_gram_max).shape == (L - 1,)
+    assert np.asarray(info.blocks_finite).tolist() == [True] * (2 * L - 1)
+    assert float(np.min(np.asarray(info.layer_losses))) > 0  # a state that is not the forward pass
+
+
+def test_diagnostics_flags_the_non_finite_block(x64):
+    cfg = bcd_jax.Config(depth=3, width=3)
+    X, Y = np.ones((4, 5)) * np.arange(5), np.arange(4.0)
+    params = bcd_jax.init_params(jax.random.key(0), cfg, 5, 1, dtype=jnp.float64)
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    bad = state._replace(hidden=(state.hidden[0], state.hidden[1].at[2, 1].set(jnp.nan)))
+    finite = np.asarray(bcd_jax.diagnostics(bad, X, Y, cfg).blocks_finite)
+    assert finite.tolist() == [True, True, True, True, False]  # W_1, W_2, W_3, V_1, V_2
