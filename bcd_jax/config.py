@@ -75,6 +75,9 @@ class Config:
       bias: append a constant-1 input feature, which gives W_1 a bias column.
       step_size: ``"fixed"`` (the etas are the step sizes) or ``"auto"`` (each block's step is
         ``eta / (its Lipschitz constant)``, recomputed every sweep from the current W_j and V_j).
+      spectral_diagnostics: record the singular values of each W_j and lambda_max(V_j V_j^T)
+        every sweep (else NaN). They need LAPACK (svd, eigh); turn them off to ``jax.vmap`` a
+        run over many members on CPU, where jaxlib 0.10's batched LAPACK calls can deadlock.
     """
 
     algorithm: str = "monotone"
@@ -98,6 +101,7 @@ class Config:
     weight_decay: float = 0.0
     bias: bool = False
     step_size: str = "fixed"
+    spectral_diagnostics: bool = True
 
     def __post_init__(self):
         for name in ("svb", "activation"):  # TOML arrays arrive as lists; keep the object hashable
@@ -204,6 +208,8 @@ def _validate(cfg: Config) -> None:
         raise ValueError("weight_decay: the closed-form blocks of inner='exact' have no penalty; use inner='gd' with weight_decay > 0")
     if not isinstance(cfg.bias, bool):
         raise ValueError(f"bias: expected True or False, got {cfg.bias!r}")
+    if not isinstance(cfg.spectral_diagnostics, bool):
+        raise ValueError(f"spectral_diagnostics: expected True or False, got {cfg.spectral_diagnostics!r}")
     if cfg.step_size not in STEP_SIZE_RULES:
         raise ValueError(f"step_size: expected one of {STEP_SIZE_RULES}, got {cfg.step_size!r}")
     if cfg.step_size == "auto":

@@ -120,6 +120,7 @@ class Structure(NamedTuple):
     first_layer_form: str = "auto"
     loss: Any = "squared"
     step_size: str = "fixed"
+    spectral_diagnostics: bool = True
 
     @classmethod
     def of(cls, config: Config) -> Structure:
@@ -134,6 +135,7 @@ class Structure(NamedTuple):
             config.first_layer_form,
             config.loss,
             config.step_size,
+            config.spectral_diagnostics,
         )
 
     @property
@@ -212,11 +214,21 @@ def _prepare(X, structure: Structure) -> _DataAux:
     return _DataAux(gram, x_pinv, x_curvature)
 
 
-def _top_gram_eigenvalue(A):
-    """``lambda_max(A^T A / n)`` for ``A: (n, k)``, from the smaller of the two Gram matrices."""
+def _top_gram_eigenvalue(A, iterations: int = 64):
+    """``lambda_max(A^T A / n)`` for ``A: (n, k)`` by power iteration on the smaller Gram matrix.
+
+    Matmuls only, on purpose: LAPACK calls (eigh, svd) batched by ``vmap`` inside the compiled
+    loop can deadlock XLA:CPU with jaxlib 0.10. The estimate approaches the eigenvalue from below.
+    """
     n, k = A.shape
     gram = A.T @ A if k <= n else A @ A.T
-    return jnp.linalg.eigvalsh(gram)[-1] / n
+
+    def body(_, v):
+        w = gram @ v
+        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(A.dtype).tiny)
+
+    v = lax.fori_loop(0, iterations, body, jnp.ones((gram.shape[0],), A.dtype) / jnp.sqrt(gram.shape[0]))
+    return jnp.dot(v, gram @ v) / n
 
 
 def _first_layer_target_gradient(z, v1, sigma, linear):
@@ -303,7 +315,7 @@ def _block_steps(steps: StepSizes, structure: Structure, aux: _DataAux, loss) ->
     lam = steps.weight_decay
 
     def spectral_norm(w):
-        return jnp.linalg.norm(w, 2)
+        return jnp.sqrt(w.shape[0] * _top_gram_eigenvalue(w))  # ||W||_2^2 = lambda_max(W^T W)
 
     def hidden_v(j, w):
         scale = lip[j - 1] * spectral_norm(w) + (1.0 if spec.skip else 0.0)
@@ -417,15 +429,21 @@ def _diagnostics_impl(state: BCDState, data: _Data, steps: StepSizes, structure:
     else:
         val = (nan, nan, nan)
 
-    svals = [jnp.linalg.svd(w, compute_uv=False) for w in W]
+    if structure.spectral_diagnostics:
+        svals = [jnp.linalg.svd(w, compute_uv=False) for w in W]
+        sv_min, sv_max = jnp.stack([s[-1] for s in svals]), jnp.stack([s[0] for s in svals])
+        v_gram_max = jnp.stack([jnp.linalg.eigvalsh(v.T @ v)[-1] for v in V])
+    else:  # see Config.spectral_diagnostics
+        sv_min = sv_max = jnp.full((len(W),), jnp.nan, X.dtype)
+        v_gram_max = jnp.full((len(V),), jnp.nan, X.dtype)
     return Diagnostics(
         objective=output_loss + steps.gamma * jnp.sum(layer_losses) + penalty,
         output_loss=output_loss,
         layer_losses=layer_losses,
         train_mse=sq_mean(pred - Y),
-        sv_min=jnp.stack([s[-1] for s in svals]),
-        sv_max=jnp.stack([s[0] for s in svals]),
-        v_gram_max=jnp.stack([jnp.linalg.eigvalsh(v.T @ v)[-1] for v in V]),
+        sv_min=sv_min,
+        sv_max=sv_max,
+        v_gram_max=v_gram_max,
         blocks_finite=jnp.stack([jnp.all(jnp.isfinite(a)) for a in W + V]),
         train_loss=mean_loss(pred, Y),
         train_accuracy=loss.accuracy(pred, Y).astype(X.dtype),
@@ -438,10 +456,12 @@ def _diagnostics_impl(state: BCDState, data: _Data, steps: StepSizes, structure:
 # Diagnostics that must stay finite for a sweep to count (accuracy and val_* are NaN by design
 # when they do not apply). Blocks can stay finite while the losses overflow: both count.
 _MUST_BE_FINITE = ("objective", "output_loss", "layer_losses", "train_mse", "train_loss", "sv_min", "sv_max", "v_gram_max")
+_SPECTRAL = ("sv_min", "sv_max", "v_gram_max")
 
 
-def _is_finite(info: Diagnostics) -> jax.Array:
-    checks = [jnp.all(info.blocks_finite)] + [jnp.all(jnp.isfinite(getattr(info, name))) for name in _MUST_BE_FINITE]
+def _is_finite(info: Diagnostics, structure: Structure) -> jax.Array:
+    names = [n for n in _MUST_BE_FINITE if structure.spectral_diagnostics or n not in _SPECTRAL]
+    checks = [jnp.all(info.blocks_finite)] + [jnp.all(jnp.isfinite(getattr(info, name))) for name in names]
     return jnp.all(jnp.stack(checks))
 
 
@@ -478,7 +498,7 @@ def _run_impl(
         s, halted = carry
         skip = jnp.logical_or(halted, position >= limit)
         new_s, info = lax.cond(skip, lambda s_: blank, advance, s)
-        good = jnp.logical_and(jnp.logical_not(skip), _is_finite(info))
+        good = jnp.logical_and(jnp.logical_not(skip), _is_finite(info, structure))
         s = jax.tree.map(lambda a, b: jnp.where(good, a, b), new_s, s)
         return (s, jnp.logical_or(halted, jnp.logical_and(jnp.logical_not(skip), jnp.logical_not(good)))), (info, good)
 
@@ -835,7 +855,10 @@ def _join_history(past, initial, chunks) -> Diagnostics:
 def _warn_divergence(sweep_index: int, info: Diagnostics, config: Config) -> None:
     names = [f"W_{j}" for j in range(1, config.depth + 1)] + [f"V_{j}" for j in range(1, config.depth)]
     which = [name for name, ok in zip(names, np.asarray(info.blocks_finite)) if not ok]
-    which += [name for name in _MUST_BE_FINITE if not np.all(np.isfinite(getattr(info, name)))]
+    which += [
+        name for name in _MUST_BE_FINITE
+        if not np.all(np.isfinite(getattr(info, name))) and (config.spectral_diagnostics or name not in _SPECTRAL)
+    ]
     warnings.warn(
         f"BCD diverged at sweep {sweep_index}: non-finite values in {', '.join(which)}; returning the last finite state "
         f"(after sweep {sweep_index - 1}). Lower the step sizes (eta_v, eta_w, eta_w1) or gamma.",
