@@ -98,8 +98,9 @@ def check_data(
         Y = Y.astype(X.dtype)
     for name, arr in ((x_name, X), (y_name, Y)):
         # A global array spread over several processes is checked where its parts were made.
-        if is_concrete(arr) and getattr(arr, "is_fully_addressable", True) and not bool(jnp.all(jnp.isfinite(arr))):
-            bad = int(jnp.sum(~jnp.isfinite(arr)))
+        # NumPy on the host: jnp ops would be staged (and unreadable) inside a caller's jit.
+        if is_concrete(arr) and getattr(arr, "is_fully_addressable", True) and not np.isfinite(np.asarray(arr)).all():
+            bad = int(np.sum(~np.isfinite(np.asarray(arr))))
             raise ValueError(f"{name}: expected finite values, found {bad} NaN/inf entries")
     return X, Y
 
