@@ -19,6 +19,8 @@ def test_readme_has_python_examples():
 def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
     code = BLOCKS[index]
+    if "bcd_jax.datasets" in code:
+        pytest.importorskip("sklearn")  # the optional 'datasets' extra
     namespace: dict = {}
     if "bcd_jax.fit(X, Y, config, key=key," in code:  # the "Long runs" block reuses earlier names
         import jax
