@@ -209,9 +209,24 @@ def _use_gram_form(structure: Structure, n: int, d_in: int) -> bool:
 def _prepare(X, structure: Structure) -> _DataAux:
     n, d_in = X.shape
     gram = X @ X.T if _use_gram_form(structure, n, d_in) else None
-    x_pinv = jnp.linalg.pinv(X) if structure.inner == "exact" else None
+    x_pinv = _pseudo_inverse(X) if structure.inner == "exact" else None
     x_curvature = _top_gram_eigenvalue(X) if structure.step_size == "auto" else None
     return _DataAux(gram, x_pinv, x_curvature)
+
+
+def _pseudo_inverse(X):
+    """``pinv(X)``, ``(d_in, n)``, through a Cholesky factor of the smaller Gram matrix.
+
+    ``X^T (X X^T)^-1`` for n <= d_in, ``(X^T X)^-1 X^T`` otherwise: about ten times cheaper than
+    the SVD behind ``jnp.linalg.pinv`` at the paper's sizes. A ridge of ``10 eps mean(diag G)``
+    keeps the factorisation finite when X is rank deficient (constant features); it moves the
+    result by a relative ``~10 eps cond(G)``.
+    """
+    n, d = X.shape
+    gram = X @ X.T if n <= d else X.T @ X
+    ridge = 10 * jnp.finfo(X.dtype).eps * jnp.trace(gram) / gram.shape[0]
+    factor = jax.scipy.linalg.cho_factor(gram + ridge * jnp.eye(gram.shape[0], dtype=X.dtype))
+    return jax.scipy.linalg.cho_solve(factor, X).T if n <= d else jax.scipy.linalg.cho_solve(factor, X.T)
 
 
 def _top_gram_eigenvalue(A, iterations: int = 64):
