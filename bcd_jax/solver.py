@@ -272,13 +272,14 @@ def _first_layer_gd(w1, X, v1, step, gamma, weight_decay, aux: _DataAux, *, sigm
     # Gram form: every iterate lies in c W_1^0 + span of the rows of X, W_1 = c W_1^0 + B X
     # (c = (1 - step lambda)^k shrinks the start under weight decay), so X W_1^T = c Z_0 + (X X^T) B^T
     # and the step above is  c <- (1 - step lambda) c,  B <- (1 - step lambda) B - step gamma g^T / n.
-    z0 = X @ w1.T
+    # The loop works on transposes, (r, n): B G is about twice as fast on CPU as G B^T (G = G^T).
+    z0_t, v1_t = w1 @ X.T, v1.T
     shrink = 1.0 - step * weight_decay
 
     def gram_body(_, carry):
         c, b = carry
-        g = _first_layer_target_gradient(c * z0 + aux.gram @ b.T, v1, sigma, linear)
-        return shrink * c, shrink * b - step * gamma * g.T / n
+        g_t = _first_layer_target_gradient(c * z0_t + b @ aux.gram, v1_t, sigma, linear)
+        return shrink * c, shrink * b - step * gamma * g_t / n
 
     c, b = lax.fori_loop(0, k_w, gram_body, (jnp.ones((), w1.dtype), jnp.zeros((w1.shape[0], n), w1.dtype)))
     return c * w1 + b @ X
