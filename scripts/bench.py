@@ -388,8 +388,35 @@ def bench_speed_large(settings: Settings) -> dict:
     X, Y = bcd_jax.teacher_problem(jax.random.key(2), n=size["n"], d_in=size["d_in"])
     params = bcd_jax.init_params(jax.random.key(3), cfg, size["d_in"], 1)
     out["large"] = {"sizes": size, "config": _config_dict(cfg),
-                    **time_sweeps(cfg, X, Y, params, settings.large_sweeps_per_call, settings.large_repeats, True)}
+                    **time_sweeps(cfg, X, Y, params, settings.large_sweeps_per_call, settings.large_repeats, True),
+                    "memory": compiled_memory(cfg, X, Y, params)}
     return out
+
+
+def compiled_memory(cfg, X, Y, params) -> dict:
+    """XLA's buffer plan for fit's compiled run (state donated), next to the O(n r L) state size."""
+    from bcd_jax import solver
+
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    data = solver._Data(X, Y)
+    structure = solver.Structure.of(cfg)
+    aux = solver._prepare_jit(X, structure=structure)
+    compiled = solver._run_jit_donating.lower(state, data, cfg.step_sizes(X.dtype), structure=structure, num_sweeps=1,
+                                              aux=aux, limit=jnp.asarray(1, jnp.int32)).compile()
+    mem = compiled.memory_analysis()
+    item = X.dtype.itemsize
+    n, d_in = X.shape
+    info = {
+        "argument_bytes": int(mem.argument_size_in_bytes),
+        "output_bytes": int(mem.output_size_in_bytes),
+        "temp_bytes": int(mem.temp_size_in_bytes),
+        "alias_bytes": int(mem.alias_size_in_bytes),
+        "state_bytes": int(sum(np.asarray(a).nbytes for a in jax.tree.leaves(state))),
+        "data_bytes": int((X.size + Y.size) * item),
+        "hidden_bytes_n_r_L": int(n * cfg.width * (cfg.depth - 1) * item),
+    }
+    info["peak_bytes"] = info["argument_bytes"] + info["output_bytes"] - info["alias_bytes"] + info["temp_bytes"]
+    return info
 
 
 def _config_dict(config) -> dict:
@@ -757,6 +784,13 @@ def report(results: dict) -> str:
         span = f"{fmt_s(r['seconds_per_sweep'])} ({fmt_s(r['seconds_per_sweep_min'])}..{fmt_s(r['seconds_per_sweep_max'])})"
         lines.append(f"{name:<40} {span:<28} {fmt_s(r['compile_seconds']):>9} {r['gflop_per_sweep']:>12.2f} "
                      f"{r['gflops']:>8.1f} {100 * r['fraction_of_matmul_peak']:>8.0f}%")
+    mem = s["large"].get("memory")
+    if mem:
+        mib = 2.0**20
+        lines.append(f"large: XLA buffers of the compiled run {mem['peak_bytes'] / mib:.0f} MiB (arguments "
+                     f"{mem['argument_bytes'] / mib:.0f}, temporaries {mem['temp_bytes'] / mib:.0f}, outputs "
+                     f"{mem['output_bytes'] / mib:.0f}, donated {mem['alias_bytes'] / mib:.0f}); data {mem['data_bytes'] / mib:.0f} MiB, "
+                     f"V's n*r*(L-1) {mem['hidden_bytes_n_r_L'] / mib:.0f} MiB")
     if s["fig1_profile"]:
         lines.append("profile of one Figure-1 sweep (same run, parts switched off):")
     for name, r in s["fig1_profile"].items():
