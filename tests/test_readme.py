@@ -30,7 +30,7 @@ def test_readme_block_runs(index, tmp_path, monkeypatch):
         namespace.update(
             X=bcd_jax.teacher_problem(jax.random.key(0), n=32, d_in=40)[0],
             Y=bcd_jax.teacher_problem(jax.random.key(0), n=32, d_in=40)[1],
-            config=bcd_jax.Config(depth=3, width=6, k_v=5, k_w=5, sweeps=20),
+            config=bcd_jax.Config(depth=3, width=6, k_v=5, k_w=5, sweeps=20, step_size="auto"),
             key=jax.random.key(0),
             bcd_jax=bcd_jax,
         )
