@@ -78,11 +78,31 @@ def _identity(negative_slope: float) -> Activation:
     return Activation("identity", identity, alpha=1.0, lipschitz=1.0, inverse=identity)
 
 
+def _smooth_leaky_relu(negative_slope: float) -> Activation:
+    # a z + (1 - a) softplus(z): sigma' = a + (1 - a) sigmoid(z) lies in (a, 1), so Assumption 2
+    # holds with alpha = a and ell = 1 (strictly monotone and smooth for a > 0).
+    def smooth_leaky_relu(z):
+        return negative_slope * z + (1.0 - negative_slope) * jax.nn.softplus(z)
+
+    return Activation("smooth_leaky_relu", smooth_leaky_relu, alpha=float(negative_slope), lipschitz=1.0)
+
+
+def _tanh_shortcut(negative_slope: float) -> Activation:
+    del negative_slope
+    # z + tanh(z) / 2: sigma' = 1 + sech^2(z) / 2 lies in (1, 3/2]: alpha = 1, ell = 3/2.
+    def tanh_shortcut(z):
+        return z + 0.5 * jnp.tanh(z)
+
+    return Activation("tanh_shortcut", tanh_shortcut, alpha=1.0, lipschitz=1.5)
+
+
 # name -> factory(negative_slope) -> Activation
 ACTIVATIONS: dict[str, Callable[[float], Activation]] = {
     "leaky_relu": _leaky_relu,
     "relu": _relu,
     "identity": _identity,
+    "smooth_leaky_relu": _smooth_leaky_relu,
+    "tanh_shortcut": _tanh_shortcut,
 }
 
 

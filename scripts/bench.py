@@ -393,6 +393,18 @@ def bench_speed_large(settings: Settings) -> dict:
     return out
 
 
+def bench_sweep_throughput(settings: Settings) -> dict:
+    """16 members of a hyperparameter sweep in one compiled program against 16 runs one by one."""
+    from bcd_jax.experiments import DataSpec
+    from bcd_jax.sweeps import measure_throughput
+
+    log("e. sweep throughput: 16 members in one program vs one by one")
+    data = DataSpec(n=64, d_in=96, teacher_width=8) if settings.quick else DataSpec()
+    t = measure_throughput(members=16, sweeps=5, data=data, repeats=2 if settings.quick else 3)
+    return {"members": 16, "sweeps": 5, "sizes": dataclasses.asdict(data), "one_program_seconds": t.batched_seconds,
+            "one_by_one_seconds": t.sequential_seconds, "speedup": t.sequential_seconds / t.batched_seconds}
+
+
 def compiled_memory(cfg, X, Y, params) -> dict:
     """XLA's buffer plan for fit's compiled run (state donated), next to the O(n r L) state size."""
     from bcd_jax import solver
@@ -906,11 +918,17 @@ def main(argv=None) -> int:
             targets_abs=(6e-5,),
         )
     plot_digits(results["digits_target"], plot_path)
+    with section("sweep_throughput"):
+        results["sweep_throughput"] = bench_sweep_throughput(settings)
     results["machine"]["loadavg_end"] = _loadavg()
     results["total_seconds"] = time.perf_counter() - t_start
     results["digits_plot"] = str(plot_path)
 
     text = report(results)
+    tp = results["sweep_throughput"]
+    text += (f"\n\n== e. sweep throughput ({tp['members']} members x {tp['sweeps']} sweeps, n={tp['sizes']['n']}) ==\n"
+             f"one compiled program {fmt_s(tp['one_program_seconds'])}, one by one {fmt_s(tp['one_by_one_seconds'])}: "
+             f"{tp['speedup']:.2f}x")
     print(text)
     print(f"\nwrote {out} and {plot_path} in {results['total_seconds']:.0f} s")
     for key in ("fig1_target", "digits_target"):

@@ -253,3 +253,14 @@ def test_validation_metrics():
         bcd_jax.fit(X, Y, config, validation=(X_val[:, :5], Y_val))
     with pytest.raises(ValueError, match="validation"):
         bcd_jax.fit(X, Y, config, validation=X_val)
+
+
+@pytest.mark.parametrize("activation", ["smooth_leaky_relu", "tanh_shortcut"])
+def test_smooth_strictly_monotone_activations_train(activation):
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=30, d_in=40)
+    config = bcd_jax.Config(depth=3, width=8, k_v=10, k_w=10, sweeps=15, activation=activation, step_size="auto")
+    result = bcd_jax.fit(X, Y, config, quiet=True)
+    assert result.diverged_at is None
+    assert result.history.train_mse[-1] < 1e-2 * result.history.train_mse[0]
+    act = config.layer_activations[0]
+    assert act.alpha > 0 and act.lipschitz is not None  # Assumption 2 holds, so the theory applies
