@@ -116,7 +116,7 @@ def _cmd_run(args) -> int:
     import numpy as np
 
     from bcd_jax.checkpoint import CHECKPOINT_FILE, config_to_dict
-    from bcd_jax.data import teacher_problem
+    from bcd_jax.experiments import teacher_data
     from bcd_jax.experiments import load_experiment, plot_experiment
     from bcd_jax.solver import fit
 
@@ -144,8 +144,7 @@ def _cmd_run(args) -> int:
         (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fresh run, not a continuation
     out.mkdir(parents=True, exist_ok=True)
 
-    X, Y = teacher_problem(jax.random.key(data.seed), n=data.n, d_in=data.d_in, teacher_width=data.teacher_width,
-                           activation=config.activation, negative_slope=config.negative_slope, d_out=data.d_out)
+    X, Y = teacher_data(config, data)
     if not args.quiet:
         print(f"bcd-jax run {args.config}: {config.algorithm}, L={config.depth}, r={config.width}, n={data.n}, "
               f"d_in={data.d_in}, K_V={config.k_v}, K_W={config.k_w}, gamma={config.gamma}, K={config.sweeps}"

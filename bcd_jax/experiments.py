@@ -31,7 +31,7 @@ from bcd_jax.data import teacher_problem
 from bcd_jax.model import init_params
 from bcd_jax.solver import FitResult, fit
 
-__all__ = ["DataSpec", "ExperimentSpec", "load_experiment", "run_experiment", "plot_experiment", "summarize"]
+__all__ = ["DataSpec", "ExperimentSpec", "load_experiment", "teacher_data", "run_experiment", "plot_experiment", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +84,9 @@ def load_experiment(path: str | Path) -> tuple[Config, DataSpec, ExperimentSpec]
     return config, data, experiment
 
 
-def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec()) -> dict[str, FitResult]:
-    """Trains the main run and every comparison run on one teacher problem.
-
-    All runs share the data and the initial weights (drawn once for the main algorithm, so
-    a comparison differs only in its update rule). Returns ``{algorithm name: FitResult}``.
-    """
-    X, Y = teacher_problem(
+def teacher_data(config: Config, data: DataSpec) -> tuple[jax.Array, jax.Array]:
+    """The teacher problem ``data`` describes, with the activation of ``config`` (Section 6)."""
+    return teacher_problem(
         jax.random.key(data.seed),
         n=data.n,
         d_in=data.d_in,
@@ -99,6 +95,15 @@ def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = 
         negative_slope=config.negative_slope,
         d_out=data.d_out,
     )
+
+
+def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec()) -> dict[str, FitResult]:
+    """Trains the main run and every comparison run on one teacher problem.
+
+    All runs share the data and the initial weights (drawn once for the main algorithm, so
+    a comparison differs only in its update rule). Returns ``{algorithm name: FitResult}``.
+    """
+    X, Y = teacher_data(config, data)
     params = init_params(jax.random.key(config.seed), config, data.d_in, data.d_out, dtype=X.dtype)
     results = {config.algorithm: fit(X, Y, config, init_params=params)}
     for name in experiment.compare:

@@ -54,8 +54,7 @@ import numpy as np
 from jax import lax
 
 from bcd_jax.config import Config, StepSizes, config_from_dict
-from bcd_jax.data import teacher_problem
-from bcd_jax.experiments import DataSpec, load_experiment
+from bcd_jax.experiments import DataSpec, load_experiment, teacher_data
 from bcd_jax.model import hidden_forward, init_params, input_features
 from bcd_jax.solver import BCDState, Diagnostics, Structure, _checked_data, _Data, _run_impl
 
@@ -416,10 +415,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, b
         config = group[0].config
         data_key = (data, config.activation, config.negative_slope)
         if data_key not in datasets:
-            datasets[data_key] = teacher_problem(
-                jax.random.key(data.seed), n=data.n, d_in=data.d_in, teacher_width=data.teacher_width,
-                activation=config.activation, negative_slope=config.negative_slope, d_out=data.d_out,
-            )
+            datasets[data_key] = teacher_data(config, data)
         X, Y = datasets[data_key]
         steps = StepSizes(*(np.array([getattr(m.config, k) for m in group], np.float64) for k in StepSizes._fields))
         batch = run_batch(X, Y, config, steps, [m.config.seed for m in group], batch_size=batch_size)
@@ -568,8 +564,7 @@ def measure_throughput(config: Config | None = None, data: DataSpec | None = Non
     """
     config = (Config() if config is None else config).replace(sweeps=sweeps)
     data = DataSpec() if data is None else data
-    X, Y = teacher_problem(jax.random.key(data.seed), n=data.n, d_in=data.d_in, teacher_width=data.teacher_width,
-                           activation=config.activation, negative_slope=config.negative_slope, d_out=data.d_out)
+    X, Y = teacher_data(config, data)
     seeds = np.arange(members) + config.seed
     steps = StepSizes(*(np.full(members, getattr(config, k)) for k in StepSizes._fields))
     one = [StepSizes(*(v[i:i + 1] for v in steps)) for i in range(members)]
