@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# A README example must not diverge.
+pytestmark = pytest.mark.filterwarnings("error::bcd_jax.BCDDivergenceWarning")
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
