@@ -736,7 +736,9 @@ def fit(
             )
         _warn_if_output_weight_one_signed(params[-1], config)
         # Copies: the state's buffers are donated to the compiled run, the caller's arrays are not.
-        state = init_state(tuple(jnp.array(w, copy=True) for w in params), X, Y, config)
+        # (X, Y and params were checked above; init_state would check them again.)
+        params = tuple(jnp.array(w, copy=True) for w in params)
+        state = BCDState(params, hidden_forward(params, X, config), jnp.zeros((), jnp.int32))
 
     if mesh is not None:
         X, Y, state = _shard(mesh, X, Y, state)

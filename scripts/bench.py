@@ -380,13 +380,18 @@ def bench_speed_fig1(settings: Settings) -> dict:
     return out
 
 
+def large_problem(size: dict):
+    """Config, data and initial weights of the larger benchmark problem (the same in every stage)."""
+    cfg = bcd_jax.Config(depth=size["depth"], width=size["width"])
+    X, Y = bcd_jax.teacher_problem(jax.random.key(2), n=size["n"], d_in=size["d_in"])
+    return cfg, X, Y, bcd_jax.init_params(jax.random.key(3), cfg, size["d_in"], 1)
+
+
 def bench_speed_large(settings: Settings) -> dict:
     out = {}
     size = settings.large
     log(f"a. larger size {size}: seconds per sweep")
-    cfg = bcd_jax.Config(depth=size["depth"], width=size["width"])
-    X, Y = bcd_jax.teacher_problem(jax.random.key(2), n=size["n"], d_in=size["d_in"])
-    params = bcd_jax.init_params(jax.random.key(3), cfg, size["d_in"], 1)
+    cfg, X, Y, params = large_problem(size)
     out["large"] = {"sizes": size, "config": _config_dict(cfg),
                     **time_sweeps(cfg, X, Y, params, settings.large_sweeps_per_call, settings.large_repeats, True),
                     "memory": compiled_memory(cfg, X, Y, params)}
@@ -567,9 +572,7 @@ def bench_references_large(settings: Settings) -> dict:
     out = {}
     size = settings.large
     log(f"c. NumPy references, larger size {size}")
-    cfg = bcd_jax.Config(depth=size["depth"], width=size["width"])
-    X, Y = bcd_jax.teacher_problem(jax.random.key(2), n=size["n"], d_in=size["d_in"])
-    params = bcd_jax.init_params(jax.random.key(3), cfg, size["d_in"], 1)
+    cfg, X, Y, params = large_problem(size)
     loop = time_numpy_reference(numpy_sweep_loop, cfg, X, Y, params, settings.loop_samples_large, 1)
     vec = time_numpy_reference(numpy_sweep_vectorised, cfg, X, Y, params, settings.vec_samples_large, 1)
     out["large"] = {"numpy_loop": loop, "numpy_vectorised": vec}
