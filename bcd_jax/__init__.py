@@ -1,50 +1,61 @@
-"""bcd_jax: block coordinate descent for neural networks (Akiyama, NeurIPS 2025) in JAX."""
+"""bcd_jax: block coordinate descent for neural networks in JAX.
 
-from bcd_jax.activations import ACTIVATIONS, Activation, get_activation
-from bcd_jax.algorithms import ALGORITHMS, AlgorithmSpec, get_algorithm
-from bcd_jax.config import Config, StepSizes, load_config
+Akiyama's Algorithms 1-3 (NeurIPS 2025) and the BCD families around them, behind one
+algorithm protocol (:mod:`bcd_jax.algorithms`) and one driver (:mod:`bcd_jax.driver`).
+"""
+
+from bcd_jax.activations import ACTIVATIONS, Activation, get_activation, register_activation
+from bcd_jax.algorithms import ALGORITHMS, Algorithm, get_algorithm, register
+from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaBlocks, AkiyamaHyper, Diagnostics
+from bcd_jax.config import Config, load_config
 from bcd_jax.data import teacher_problem
-from bcd_jax.losses import LOSSES, Loss, get_loss
-from bcd_jax.model import hidden_forward, init_params, predict, singular_value_bounding
-from bcd_jax.solver import (
+from bcd_jax.driver import (
     BCDDivergenceWarning,
     BCDState,
-    Diagnostics,
     FitResult,
     diagnostics,
     fit,
+    init_params,
     init_state,
+    predict,
     run,
     sweep,
 )
+from bcd_jax.losses import LOSSES, Loss, get_loss, register_loss
+from bcd_jax.network import Network, hidden_forward
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "LOSSES",
-    "Loss",
-    "get_loss",
     "ACTIVATIONS",
     "ALGORITHMS",
+    "LOSSES",
     "Activation",
-    "AlgorithmSpec",
+    "Akiyama",
+    "AkiyamaBlocks",
+    "AkiyamaHyper",
+    "Algorithm",
     "BCDDivergenceWarning",
     "BCDState",
     "Config",
     "Diagnostics",
     "FitResult",
-    "StepSizes",
+    "Loss",
+    "Network",
     "diagnostics",
     "fit",
     "get_activation",
     "get_algorithm",
+    "get_loss",
     "hidden_forward",
     "init_params",
     "init_state",
     "load_config",
     "predict",
+    "register",
+    "register_activation",
+    "register_loss",
     "run",
-    "singular_value_bounding",
     "sweep",
     "teacher_problem",
 ]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Activation", "ACTIVATIONS", "get_activation"]
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "register_activation", "activation_name"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +104,46 @@ ACTIVATIONS: dict[str, Callable[[float], Activation]] = {
     "smooth_leaky_relu": _smooth_leaky_relu,
     "tanh_shortcut": _tanh_shortcut,
 }
+
+
+class _Registered:
+    """Registry entry of a user activation: every negative slope gives that one object."""
+
+    def __init__(self, activation: Activation):
+        self.activation = activation
+
+    def __call__(self, negative_slope: float) -> Activation:
+        del negative_slope
+        return self.activation
+
+
+def register_activation(activation: Activation, *, overwrite: bool = False) -> Activation:
+    """Adds a user :class:`Activation` to ``ACTIVATIONS`` under its name and returns it.
+
+    A registered activation can be named in configs and TOML files, and recorded in
+    checkpoints (a bare callable cannot: two different functions could share a name).
+    """
+    if not isinstance(activation, Activation):
+        raise ValueError(f"activation: expected a bcd_jax.Activation, got {type(activation).__name__}")
+    if activation.name in ACTIVATIONS and not overwrite:
+        raise ValueError(f"activation: {activation.name!r} is already registered; pass overwrite=True to replace it")
+    ACTIVATIONS[activation.name] = _Registered(activation)
+    return activation
+
+
+def activation_name(activation) -> str | None:
+    """The registry name that stands for ``activation`` exactly, or None.
+
+    A string names itself; an :class:`Activation` object counts only if it is the very object
+    registered with :func:`register_activation` (a built-in's name with another function, or a
+    bare callable, has no name that would bring it back).
+    """
+    if isinstance(activation, str):
+        return activation if activation in ACTIVATIONS else None
+    entry = ACTIVATIONS.get(getattr(activation, "name", None))
+    if isinstance(entry, _Registered) and entry.activation is activation:
+        return activation.name
+    return None
 
 
 def get_activation(activation: str | Callable, negative_slope: float = 0.5) -> Activation:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Loss", "LOSSES", "get_loss"]
+__all__ = ["Loss", "LOSSES", "get_loss", "register_loss", "loss_name"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,25 @@ LOSSES: dict[str, Loss] = {
     "logistic": Loss("logistic", logistic, task="binary", smoothness=0.25),
     "hinge": Loss("hinge", hinge, task="multiclass", smoothness=None),
 }
+
+
+def register_loss(loss: Loss, *, overwrite: bool = False) -> Loss:
+    """Adds a user :class:`Loss` to ``LOSSES`` under its name and returns it (so configs,
+    TOML files and checkpoints can name it)."""
+    if not isinstance(loss, Loss):
+        raise ValueError(f"loss: expected a bcd_jax.Loss, got {type(loss).__name__}")
+    if loss.name in LOSSES and not overwrite:
+        raise ValueError(f"loss: {loss.name!r} is already registered; pass overwrite=True to replace it")
+    LOSSES[loss.name] = loss
+    return loss
+
+
+def loss_name(loss) -> str | None:
+    """The registry name that stands for ``loss`` exactly (a registered object), or None."""
+    if isinstance(loss, str):
+        return loss if loss in LOSSES else None
+    name = getattr(loss, "name", None)
+    return name if LOSSES.get(name) is loss else None
 
 
 def get_loss(loss) -> Loss:

@@ -1,18 +1,72 @@
 """Host-side input checks, run before anything is traced.
 
-Every message names the argument, what was received and what was expected.
+Every message names the argument, what was received and what was expected. The scalar
+checks accept NumPy scalar types (``np.int64(30)``, ``np.float32(0.2)``) and return plain
+Python numbers, so validated values stay hashable and JSON-ready.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import numbers
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bcd_jax.config import Config
-from bcd_jax.model import layer_shapes
+__all__ = [
+    "check_int",
+    "check_float",
+    "check_bool",
+    "check_choice",
+    "check_data",
+    "check_inputs",
+    "check_weights",
+    "is_concrete",
+    "SUPPORTED_DTYPES",
+]
 
-__all__ = ["check_data", "check_params", "is_concrete"]
+# Floating dtypes the solver computes in; half precision has no LAPACK kernels (Cholesky, SVD).
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_int(name: str, value, *, low: int | None = None) -> int:
+    """``value`` as a Python int (a NumPy integer is fine; a bool or a float is not), ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value}")
+    return value
+
+
+def check_float(name: str, value, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite Python float in ``[low, high]`` (open ends with ``low_open``/``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name}: expected a finite number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name}: expected a number in {bounds}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
+    return value
 
 
 def is_concrete(x) -> bool:
@@ -22,12 +76,29 @@ def is_concrete(x) -> bool:
 
 def _as_float_array(name: str, value) -> jax.Array:
     arr = value if isinstance(value, jax.Array) else np.asarray(value)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool:
-            arr = arr.astype(jnp.result_type(float))
-        else:
-            raise ValueError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+    if jnp.issubdtype(arr.dtype, jnp.floating):
+        if np.dtype(arr.dtype) not in SUPPORTED_DTYPES:
+            raise ValueError(
+                f"{name}: dtype {arr.dtype} is not supported; expected float32 or float64 (half precision has "
+                "no LAPACK kernels); convert with .astype(np.float32)"
+            )
+    elif jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool:
+        arr = arr.astype(jnp.result_type(float))
+    else:
+        raise ValueError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
     return jnp.asarray(arr)
+
+
+def check_inputs(X, name: str = "X") -> jax.Array:
+    """A 2-D real floating array of a supported dtype (integers are converted); traced values pass."""
+    if isinstance(X, jax.core.Tracer):
+        if X.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D array (n, d_in), got shape {X.shape}")
+        return X
+    X = _as_float_array(name, X)
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n, d_in), got shape {X.shape}")
+    return X
 
 
 def _class_targets(Y, task: str, num_classes: int | None, d_out: int | None, name: str):
@@ -54,7 +125,10 @@ def _class_targets(Y, task: str, num_classes: int | None, d_out: int | None, nam
             raise ValueError(
                 f"{name}: labels outside the class range [0, {classes}): found {int(labels.min())} .. {int(labels.max())}"
             )
-        return np.eye(classes, dtype=np.float32)[labels]
+        # One row per sample, never a classes x classes identity matrix: memory is n x classes.
+        rows = np.zeros((labels.shape[0], classes), np.float32)
+        rows[np.arange(labels.shape[0]), labels] = 1.0
+        return rows
     if values.ndim == 2:
         if num_classes is not None and values.shape[1] != num_classes:
             raise ValueError(f"{name}: {values.shape[1]} target columns but num_classes = {num_classes}; expected equal")
@@ -71,8 +145,8 @@ def check_data(
 
     ``Y`` may be a vector of n targets (one output). For a classification ``loss`` it may be
     integer labels, which become one-hot rows (binary: a 0/1 column). Raises ``ValueError`` for
-    wrong ranks, mismatched sample counts, empty dimensions, non-finite values, labels outside
-    the class range, or a ``d_out`` that differs from the number of target columns.
+    wrong ranks, mismatched sample counts, empty dimensions, unsupported dtypes, non-finite
+    values, labels outside the class range, or a ``d_out`` that differs from the target columns.
     """
     x_name, y_name = names
     task = getattr(loss, "task", "regression")
@@ -105,18 +179,17 @@ def check_data(
     return X, Y
 
 
-def check_params(params, config: Config, d_in: int | None = None, d_out: int | None = None) -> None:
-    """Checks that ``params`` is a sequence of L matrices with the paper's shapes."""
+def check_weights(params, shapes: Sequence[tuple[int, int]], *, width: int | None = None, name: str = "params") -> None:
+    """Checks that ``params`` is a sequence of 2-D arrays with exactly ``shapes``."""
     if not isinstance(params, (tuple, list)):
-        raise ValueError(f"params: expected a tuple (W_1, ..., W_L), got {type(params).__name__}")
-    if len(params) != config.depth:
-        raise ValueError(f"params: expected depth L = {config.depth} weight matrices, got {len(params)}")
-    for j, w in enumerate(params, start=1):
+        raise ValueError(f"{name}: expected a tuple (W_1, ..., W_L), got {type(params).__name__}")
+    if len(params) != len(shapes):
+        raise ValueError(f"{name}: expected depth L = {len(shapes)} weight matrices, got {len(params)}")
+    for j, (w, shape) in enumerate(zip(params, shapes), start=1):
         if len(getattr(w, "shape", ())) != 2:
-            raise ValueError(f"params: W_{j} must be a 2-D array, got {type(w).__name__} {getattr(w, 'shape', '')}")
-    d_in = params[0].shape[-1] - int(config.bias) if d_in is None else d_in
-    d_out = params[-1].shape[0] if d_out is None else d_out
-    expected = layer_shapes(config, d_in, d_out)
-    for j, (w, shape) in enumerate(zip(params, expected), start=1):
-        if tuple(w.shape) != shape:
-            raise ValueError(f"params: W_{j} has shape {tuple(w.shape)}; expected {shape} (width r = {config.width})")
+            raise ValueError(f"{name}: W_{j} must be a 2-D array, got {type(w).__name__} {getattr(w, 'shape', '')}")
+        if tuple(w.shape) != tuple(shape):
+            detail = f" (width r = {width})" if width is not None else ""
+            raise ValueError(f"{name}: W_{j} has shape {tuple(w.shape)}; expected {tuple(shape)}{detail}")
+        if not jnp.issubdtype(getattr(w, "dtype", np.float32), jnp.floating) and not jnp.issubdtype(w.dtype, jnp.integer):
+            raise ValueError(f"{name}: W_{j} has dtype {w.dtype}; expected a real floating-point array")

@@ -1,0 +1,91 @@
+"""Writing files safely: atomic replacement, the umask honoured, NaN-safe JSON.
+
+Every file bcd_jax writes goes through :func:`atomic_write`: the bytes go to a temporary
+file in the same folder, are flushed to disk, and replace the target with ``os.replace``, so a
+reader (or a crash) sees either the old file or the new one, never half of one. Temporary
+files are named ``.<target>.<random>.tmp``; :func:`remove_stale_temporaries` deletes those a
+killed process left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_write_text", "json_ready", "dumps_json", "remove_stale_temporaries"]
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | Path, data: bytes | Callable[[IO[bytes]], None]) -> Path:
+    """Writes ``data`` (bytes, or a function that writes to a binary file object) to ``path`` atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; a plain open() would honour the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, text.encode())
+
+
+def remove_stale_temporaries(folder: str | Path, target: str) -> list[Path]:
+    """Deletes ``.<target>.*.tmp`` files in ``folder`` (left by a killed writer); returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.glob(f".{target}.*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def json_ready(value: Any) -> Any:
+    """Arrays and NumPy scalars as nested lists of Python numbers; NaN and infinity as None.
+
+    Strict JSON has neither NaN nor infinity, so they are written as ``null``.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "__array__"):
+        a = np.asarray(value)
+        if a.dtype.kind == "f":
+            return np.where(np.isfinite(a), a.astype(object), None).tolist()
+        return a.tolist()
+    return value
+
+
+def dumps_json(value: Any, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_ready` ``(value)``, refusing NaN (strict JSON)."""
+    return json.dumps(json_ready(value), allow_nan=False, **kwargs)
