@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from bcd_jax.activations import activation_name
 from bcd_jax.algorithms import Algorithm, get_algorithm
@@ -89,7 +90,13 @@ class Config:
 
     def hyper_arrays(self, dtype=jnp.float32):
         """``hyper`` as scalars of ``dtype``: the traced numbers of a compiled run."""
-        return type(self.hyper)(*(jnp.asarray(v, dtype) for v in self.hyper))
+        # NumPy scalars: a compiled program takes them as they are, without one dispatch per number.
+        with np.errstate(over="ignore"):
+            values = [np.asarray(v, dtype) for v in self.hyper]
+        for name, value, given in zip(self.hyper._fields, values, self.hyper):
+            if not np.isfinite(value):
+                raise ValueError(f"hyper.{name}: {given!r} does not fit in {np.dtype(dtype).name}; expected a smaller value")
+        return type(self.hyper)(*values)
 
     def structure(self) -> Config:
         """This config with the traced numbers and the seed at their defaults: what a compiled

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tempfile
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "json_ready", "dumps_json", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "atomic_write_text", "json_ready", "dumps_json", "remove_stale_temporaries", "FolderLock",
+           "LOCK_FILE"]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -89,3 +93,79 @@ def json_ready(value: Any) -> Any:
 def dumps_json(value: Any, **kwargs) -> str:
     """``json.dumps`` of :func:`json_ready` ``(value)``, refusing NaN (strict JSON)."""
     return json.dumps(json_ready(value), allow_nan=False, **kwargs)
+
+
+LOCK_FILE = ".bcd_jax.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class FolderLock:
+    """An advisory lock on an output folder: ``<folder>/.bcd_jax.lock`` holding the owner's pid.
+
+    ``acquire()`` creates the file exclusively. If it exists and names a live process on this
+    host, the folder is in use: a ``ValueError`` names the folder and that process. A lock whose
+    process is gone (a killed run) is stale: it is reported with a ``RuntimeWarning`` and taken
+    over. Use as a context manager; the file is removed on release.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "out_dir"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / LOCK_FILE
+        self.held = False
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _file_mode())
+            except FileExistsError:
+                owner = self._owner()
+                pid = owner.get("pid")
+                same_host = owner.get("host") == me["host"]
+                if isinstance(pid, int) and (not same_host or _pid_alive(pid)):
+                    raise ValueError(
+                        f"{self.what}: {str(self.folder)!r} is in use by another run (pid {pid} on "
+                        f"{owner.get('host')}, since {owner.get('started')}); wait for it to finish or choose another "
+                        f"folder (if that run is gone, delete {str(self.path)!r})"
+                    ) from None
+                warnings.warn(
+                    f"{self.what}: {str(self.folder)!r} had a stale lock from pid {pid} (no longer running); "
+                    "taking it over",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise ValueError(f"{self.what}: could not lock {str(self.folder)!r}; another run keeps taking it")
+
+    def release(self) -> None:
+        if self.held:
+            if self._owner().get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

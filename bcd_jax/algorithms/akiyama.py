@@ -556,9 +556,19 @@ class Akiyama(Algorithm):
         metrics = network_metrics(W, data, network)
 
         if self.spectral_diagnostics:
-            svals = [jnp.linalg.svd(w, compute_uv=False) for w in W]
+            # LAPACK gets finite input only (a diverged block would make it print "illegal value"
+            # errors); the result of a non-finite block is NaN.
+            def finite_or_zero(a):
+                ok = jnp.all(jnp.isfinite(a))
+                return ok, jnp.where(ok, a, 0)
+
+            svals = []
+            for w in W:
+                ok, safe = finite_or_zero(w)
+                svals.append(jnp.where(ok, jnp.linalg.svd(safe, compute_uv=False), jnp.nan))
             sv_min, sv_max = jnp.stack([s[-1] for s in svals]), jnp.stack([s[0] for s in svals])
-            v_gram_max = jnp.stack([jnp.linalg.eigvalsh(v.T @ v)[-1] for v in V])
+            grams = [finite_or_zero(v.T @ v) for v in V]
+            v_gram_max = jnp.stack([jnp.where(ok, jnp.linalg.eigvalsh(g)[-1], jnp.nan) for ok, g in grams])
         else:  # see the spectral_diagnostics attribute
             sv_min = sv_max = jnp.full((len(W),), jnp.nan, X.dtype)
             v_gram_max = jnp.full((len(V),), jnp.nan, X.dtype)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from bcd_jax.config import Config
-from bcd_jax.io import atomic_write, remove_stale_temporaries
+from bcd_jax.io import atomic_write
 
 __all__ = ["CHECKPOINT_FILE", "FORMAT", "Checkpoint", "data_fingerprint", "save_checkpoint", "load_checkpoint",
            "check_checkpoint_dir", "flatten_description"]
@@ -70,17 +70,20 @@ def _frozen(value):
 
 
 def check_checkpoint_dir(directory) -> Path:
-    """Refuses, before any compute, a checkpoint folder that is a file or cannot be written."""
+    """Refuses, before any compute, a checkpoint folder that is a file or cannot be written.
+
+    The folder is created, and a probe file written and removed in it: permission bits alone
+    do not tell (a read-only file system, or a superuser who ignores them).
+    """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"checkpoint_dir: {str(directory)!r} is a file; expected a folder")
-    probe_parent = directory
-    while not probe_parent.exists():
-        probe_parent = probe_parent.parent
-    if not probe_parent.is_dir():
-        raise ValueError(f"checkpoint_dir: {str(probe_parent)!r} is a file; cannot create {str(directory)!r} in it")
-    if not os.access(probe_parent, os.W_OK | os.X_OK):
-        raise ValueError(f"checkpoint_dir: {str(probe_parent)!r} is not writable; cannot write checkpoints there")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ValueError(f"checkpoint_dir: cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc})") from None
     return directory
 
 
@@ -104,7 +107,6 @@ def save_checkpoint(directory, blocks, sweep: int, history, *, config: Config, k
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     target = directory / CHECKPOINT_FILE
-    remove_stale_temporaries(directory, CHECKPOINT_FILE)
     return atomic_write(target, lambda fh: np.savez(fh, **arrays))
 
 

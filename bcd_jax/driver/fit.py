@@ -25,8 +25,9 @@ from bcd_jax.config import Config
 from bcd_jax.driver import checkpoint as ckpt
 from bcd_jax.driver import sharding
 from bcd_jax.driver.functional import BCDState, checked_data
-from bcd_jax.driver.loop import compiled_loop, prepare_and_init_jit, prepare_jit
+from bcd_jax.driver.loop import compiled_loop, init_weights_jit, prepare_and_init_jit, prepare_jit
 from bcd_jax.driver.progress import get_progress
+from bcd_jax.io import FolderLock, remove_stale_temporaries
 from bcd_jax.validation import check_data, check_int, check_weights
 
 __all__ = ["fit", "FitResult", "BCDDivergenceWarning"]
@@ -128,13 +129,27 @@ def fit(
         X, Y = sharding.global_samples(mesh, X, Y)  # each process passed its own samples
     _check_options(checkpoint_dir, checkpoint_every, resume, callback, mesh, X.shape[0])
     meter = get_progress(progress)
+    lock = None
     if checkpoint_dir is not None:
         ckpt.check_checkpoint_dir(checkpoint_dir)
         config.to_dict()  # a config that cannot be recorded losslessly fails now, not after training
+        lock = FolderLock(checkpoint_dir, "checkpoint_dir").acquire()  # two runs never write one checkpoint
+        remove_stale_temporaries(checkpoint_dir, ckpt.CHECKPOINT_FILE)  # left by a killed run; we hold the lock
+    try:
+        return _fit(X, Y, val, config, key, init_params, mesh, checkpoint_dir, checkpoint_every, resume, meter,
+                    callback)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(X, Y, val, config: Config, key, init_params, mesh, checkpoint_dir, checkpoint_every, resume, meter,
+         callback) -> FitResult:
+    algorithm, network = config.algorithm, config.resolved_network
     d_in, d_out = X.shape[1], Y.shape[1]
     if init_params is None:
         key = jax.random.key(config.seed) if key is None else key
-        weights = algorithm.init_weights(key, network, d_in, d_out, X.dtype)
+        weights = init_weights_jit(key, algorithm=algorithm, network=network, d_in=d_in, d_out=d_out, dtype=X.dtype)
     else:
         check_weights(init_params, network.layer_shapes(d_in, d_out), width=network.width, name="init_params")
         # Copies: the blocks' buffers are donated to the compiled run, the caller's arrays are not.
@@ -187,17 +202,19 @@ def fit(
         while remaining > 0 and diverged_at is None:
             length = min(chunk, remaining)
             t0 = time.perf_counter()
-            out = program(blocks, cache, data, hyper, limit=jnp.asarray(length, jnp.int32))
-            completed = np.asarray(out.completed)[:length]  # the host sync of this chunk
+            out = program(blocks, cache, data, hyper, limit=np.asarray(length, np.int32))
+            # The host sync of this chunk: one transfer for everything the host reads.
+            first, history, completed, blocks_finite = jax.device_get(
+                (out.initial, out.history, out.completed, out.blocks_finite))
             wall_time += time.perf_counter() - t0
             blocks = out.blocks
-            if initial is None:
-                initial = jax.tree.map(np.asarray, out.initial)
+            initial = first if initial is None else initial
+            completed = completed[:length]
             n_done = int(completed.sum())
-            history = jax.tree.map(lambda h: np.asarray(h)[:length], out.history)
+            history = jax.tree.map(lambda h: h[:length], history)
             if n_done < length:
                 diverged_at = done + n_done + 1
-                _warn_divergence(diverged_at, algorithm, blocks, np.asarray(out.blocks_finite)[n_done],
+                _warn_divergence(diverged_at, algorithm, blocks, blocks_finite[n_done],
                                  jax.tree.map(lambda h: h[n_done], history))
             kept = jax.tree.map(lambda h: h[:n_done], history)
             chunks.append(kept)
@@ -269,5 +286,5 @@ def _warn_divergence(sweep_index: int, algorithm, blocks, blocks_finite, info) -
         f"BCD diverged at sweep {sweep_index}: non-finite values in {', '.join(which)}; returning the last finite state "
         f"(after sweep {sweep_index - 1}). Lower the step sizes or the penalty weights in config.hyper.",
         BCDDivergenceWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of fit
     )

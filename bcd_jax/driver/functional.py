@@ -21,7 +21,7 @@ import numpy as np
 
 from bcd_jax.algorithms.base import Data, make_data
 from bcd_jax.config import Config
-from bcd_jax.driver.loop import prepare_and_init_jit, run_loop_jit
+from bcd_jax.driver.loop import init_weights_jit, prepare_and_init_jit, run_loop_jit
 from bcd_jax.network import input_features, network_output
 from bcd_jax.validation import check_data, check_inputs, check_int, check_weights
 
@@ -100,7 +100,8 @@ def init_params(key: jax.Array, config: Config | None, d_in: int, d_out: int = 1
     config = _default(config)
     d_in = check_int("d_in", d_in, low=1)
     d_out = check_int("d_out", d_out, low=1)
-    return config.algorithm.init_weights(key, config.resolved_network, d_in, d_out, dtype)
+    return init_weights_jit(key, algorithm=config.algorithm, network=config.resolved_network, d_in=d_in, d_out=d_out,
+                            dtype=jnp.dtype(dtype))
 
 
 def _data(X, Y, config: Config, weights=None) -> tuple[Data, jax.Array, jax.Array]:

@@ -80,6 +80,9 @@ run_loop_jit = jax.jit(run_loop, static_argnames=_STATIC)
 # fit() owns its blocks, so it can hand their buffers to XLA for reuse.
 _run_loop_donating = jax.jit(run_loop, static_argnames=_STATIC, donate_argnames=("blocks",))
 prepare_and_init_jit = jax.jit(prepare_and_init, static_argnames=("algorithm", "network"))
+# One compiled call instead of a dispatch per random draw and SVD.
+init_weights_jit = jax.jit(lambda key, algorithm, network, d_in, d_out, dtype: algorithm.init_weights(
+    key, network, d_in, d_out, dtype), static_argnames=("algorithm", "network", "d_in", "d_out", "dtype"))
 prepare_jit = jax.jit(lambda data, algorithm, network: algorithm.prepare(data, network),
                       static_argnames=("algorithm", "network"))
 

@@ -1,0 +1,293 @@
+"""Reliability: fail before the compute, never lose a run, never let two runs clobber each other.
+
+Each numbered case of the reliability report is a regression test here: a bad input gives a
+clear error before any sweep runs; a good one works.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bcd_jax
+from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
+from bcd_jax.io import LOCK_FILE, FolderLock
+
+NETWORK = bcd_jax.Network(depth=3, width=5)
+CONFIG = bcd_jax.Config(network=NETWORK, algorithm=bcd_jax.Akiyama(k_v=3, k_w=3, step_size="auto"), sweeps=4)
+# A run here diverges only where a test says so.
+pytestmark = pytest.mark.filterwarnings("error::bcd_jax.BCDDivergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return bcd_jax.teacher_problem(jax.random.key(0), n=16, d_in=20)
+
+
+class _NoCompute:
+    """A callback that fails the test if any chunk of sweeps ever ran."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, done, info):
+        self.calls += 1
+
+
+def _refused_before_compute(fit_call, match):
+    callback = _NoCompute()
+    with pytest.raises(ValueError, match=match):
+        fit_call(callback)
+    assert callback.calls == 0
+
+
+# 1. A configuration that cannot be recorded losslessly fails when fit starts, not after training.
+@pytest.mark.parametrize(
+    "network",
+    [
+        NETWORK.replace(loss=lambda p, t: jnp.sum((p - t) ** 2)),
+        NETWORK.replace(activation=bcd_jax.Activation("mine", lambda z: z + 0.5 * jnp.tanh(z), lipschitz=1.5)),
+        NETWORK.replace(activation=("leaky_relu", bcd_jax.Activation("mine", lambda z: z, lipschitz=1.0))),
+    ],
+    ids=["callable loss", "unregistered Activation", "callable in a per-layer list"],
+)
+def test_unrecordable_config_is_refused_before_training(data, tmp_path, network):
+    X, Y = data
+    config = CONFIG.replace(network=network)
+    _refused_before_compute(
+        lambda cb: bcd_jax.fit(X, Y, config, checkpoint_dir=tmp_path / "c", callback=cb),
+        r"^(loss|activation): the callable .* cannot be recorded losslessly",
+    )
+    assert not (tmp_path / "c" / CHECKPOINT_FILE).exists()
+    bcd_jax.fit(X, Y, config, progress=None)  # without a checkpoint the same config trains
+
+
+# 2. A checkpoint folder that is a file, or cannot be written, fails before the compute.
+def test_checkpoint_dir_that_is_a_file_is_refused(data, tmp_path):
+    X, Y = data
+    (tmp_path / "file").write_text("mine")
+    _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path / "file", callback=cb),
+                            r"^checkpoint_dir: .* is a file")
+    _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path / "file" / "sub",
+                                                   callback=cb), r"^checkpoint_dir: cannot write")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_unwritable_checkpoint_dir_is_refused(data, tmp_path):
+    X, Y = data
+    # /proc accepts no new folders, not even from root (permission bits would not stop root).
+    _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir="/proc/bcd_jax_test", callback=cb),
+                            r"^checkpoint_dir: cannot write")
+    if os.geteuid() != 0:
+        locked = tmp_path / "read_only"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=locked, callback=cb),
+                                    r"^checkpoint_dir: cannot write")
+        finally:
+            locked.chmod(0o700)
+
+
+# 3. and 5. Per-layer activation lists and registered activations resume; other ones are refused.
+def test_per_layer_activation_list_resumes(data, tmp_path):
+    X, Y = data
+    config = CONFIG.replace(network=NETWORK.replace(activation=["leaky_relu", "tanh_shortcut"]))
+    full = bcd_jax.fit(X, Y, config, key=jax.random.key(1), progress=None)
+    bcd_jax.fit(X, Y, config.replace(sweeps=2), key=jax.random.key(1), checkpoint_dir=tmp_path)
+    resumed = bcd_jax.fit(X, Y, config, key=jax.random.key(1), checkpoint_dir=tmp_path, resume=True)
+    chex.assert_trees_all_equal(resumed.state.blocks, full.state.blocks)
+
+
+def test_registered_activation_resumes_and_another_is_refused(data, tmp_path):
+    X, Y = data
+    first = bcd_jax.register_activation(bcd_jax.Activation("test_shortcut_a", lambda z: z + 0.5 * jnp.tanh(z),
+                                                           alpha=1.0, lipschitz=1.5), overwrite=True)
+    second = bcd_jax.register_activation(bcd_jax.Activation("test_shortcut_b", lambda z: z + 0.25 * jnp.tanh(z),
+                                                            alpha=1.0, lipschitz=1.25), overwrite=True)
+    config = CONFIG.replace(network=NETWORK.replace(activation=first))
+    bcd_jax.fit(X, Y, config.replace(sweeps=2), checkpoint_dir=tmp_path)
+    resumed = bcd_jax.fit(X, Y, config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.sweeps_completed == 4
+    other = config.replace(network=NETWORK.replace(activation=second))
+    with pytest.raises(ValueError, match=r"another config \(network.activation: checkpoint 'test_shortcut_a'"):
+        bcd_jax.fit(X, Y, other.replace(sweeps=6), checkpoint_dir=tmp_path, resume=True)
+    # An Activation that merely shares a registered name is not the registered one.
+    impostor = bcd_jax.Activation("test_shortcut_a", lambda z: 2 * z, lipschitz=2.0)
+    with pytest.raises(ValueError, match="^activation: the callable"):
+        config.replace(network=NETWORK.replace(activation=impostor)).to_dict()
+
+
+# 6. Integer labels are encoded as n x classes rows, never through a classes x classes matrix.
+def test_large_labels_use_memory_proportional_to_n():
+    X = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 99_999])
+    loss = bcd_jax.get_loss("softmax_cross_entropy")
+    tracemalloc.start()
+    _, Y = bcd_jax.validation.check_data(X, labels, loss=loss)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert Y.shape == (8, 100_000) and float(Y[7, 99_999]) == 1.0 and float(jnp.sum(Y)) == 8.0
+    assert peak < 64 * 2**20, peak  # 8 x 1e5 float32 rows = 3.2 MB; an identity matrix would be 40 GB
+
+
+# 7. One folder, one live run: the second is refused with the folder and the other run named.
+def test_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(data, tmp_path):
+    X, Y = data
+    with FolderLock(tmp_path, "checkpoint_dir"):
+        _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, callback=cb),
+                                rf"^checkpoint_dir: .* is in use by another run \(pid {os.getpid()}")
+    assert not (tmp_path / LOCK_FILE).exists()  # released on exit
+    import socket
+
+    (tmp_path / LOCK_FILE).write_text(f'{{"pid": 2147483646, "host": "{socket.gethostname()}"}}')
+    with pytest.warns(RuntimeWarning, match="stale lock from pid 2147483646"):
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_FILE).exists() and not (tmp_path / LOCK_FILE).exists()
+
+
+# 9. Half precision gets a clear error naming the argument (LAPACK has no float16 kernels).
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_is_refused_with_a_clear_error(data, dtype):
+    X, Y = data
+    with pytest.raises(ValueError, match=r"^X: dtype .* is not supported; expected float32 or float64"):
+        bcd_jax.fit(jnp.asarray(X, dtype), Y, CONFIG)
+
+
+# 10. A resume never cuts a run short.
+def test_resume_with_fewer_sweeps_than_done_is_refused(data, tmp_path):
+    X, Y = data
+    bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(ValueError, match=r"^sweeps: the checkpoint .* already holds 4 sweeps; expected sweeps >= 4"):
+        bcd_jax.fit(X, Y, CONFIG.replace(sweeps=2), checkpoint_dir=tmp_path, resume=True)
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+    same = bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, resume=True)  # equal: nothing left to run
+    assert same.sweeps_completed == 4 and len(same.history.train_mse) == 5
+
+
+# Smaller cases.
+def test_stale_temporary_files_are_cleaned_and_files_honour_the_umask(data, tmp_path):
+    X, Y = data
+    stranded = tmp_path / f".{CHECKPOINT_FILE}.abc123.tmp"
+    tmp_path.joinpath("keep.tmp").write_text("a user's file")
+    stranded.write_bytes(b"half a checkpoint")
+    old = os.umask(0o027)
+    try:
+        bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path)
+    finally:
+        os.umask(old)
+    assert not stranded.exists() and tmp_path.joinpath("keep.tmp").exists()
+    assert (tmp_path / CHECKPOINT_FILE).stat().st_mode & 0o777 == 0o640
+
+
+def test_numpy_scalars_are_accepted():
+    config = bcd_jax.Config(network=bcd_jax.Network(width=np.int64(30), depth=np.int32(3)),
+                            algorithm=bcd_jax.Akiyama(k_v=np.int64(5)), hyper={"gamma": np.float32(0.2)},
+                            sweeps=np.int64(3))
+    assert config.network.width == 30 and type(config.network.width) is int
+    assert config.hyper.gamma == pytest.approx(0.2) and type(config.hyper.gamma) is float
+    assert hash(config) == hash(config.replace())
+
+
+def test_predict_blames_x_and_refuses_complex_input(data):
+    X, Y = data
+    params = bcd_jax.init_params(jax.random.key(0), CONFIG, X.shape[1], 1)
+    with pytest.raises(ValueError, match=r"^X: has 19 columns; the weights expect d_in = 20"):
+        bcd_jax.predict(params, X[:, :-1], CONFIG)
+    with pytest.raises(ValueError, match=r"^X: expected a real floating-point array, got dtype complex64"):
+        bcd_jax.predict(params, np.asarray(X).astype(np.complex64), CONFIG)
+
+
+def test_load_config_on_a_binary_file_names_the_path(tmp_path):
+    path = tmp_path / "weights.toml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ValueError, match=r"^path: .*weights.toml.* (is not valid TOML|cannot be read)"):
+        bcd_jax.load_config(path)
+
+
+def test_a_number_too_large_for_the_dtype_is_refused(data):
+    X, Y = data
+    with pytest.raises(ValueError, match=r"^hyper.gamma: 1e\+300 does not fit in float32"):
+        bcd_jax.fit(X, Y, CONFIG.replace(hyper={"gamma": 1e300}))
+
+
+def test_a_huge_step_diverges_cleanly_without_lapack_noise(data, capfd):
+    X, Y = data
+    with jax.enable_x64(True):
+        X64, Y64 = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+        with pytest.warns(bcd_jax.BCDDivergenceWarning, match="diverged at sweep 1"):
+            fixed = CONFIG.replace(algorithm=bcd_jax.Akiyama(k_v=3, k_w=3), hyper={"gamma": 1e300})
+            result = bcd_jax.fit(X64, Y64, fixed, progress=None)
+    assert result.diverged_at == 1
+    assert "illegal value" not in capfd.readouterr().err
+
+
+# Kill a checkpointed run at random moments with SIGKILL; each resume ends bit-identical.
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import numpy as np
+    import bcd_jax
+    folder, sweeps, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=16, d_in=20)
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=5), algorithm=bcd_jax.Akiyama(k_v=3, k_w=3,
+                            step_size="auto"), sweeps=sweeps)
+    result = bcd_jax.fit(X, Y, config, key=jax.random.key(7), checkpoint_dir=folder, checkpoint_every=1,
+                         resume=resume, progress=None,
+                         callback=lambda done, info: print("done", done, flush=True))
+    np.save(folder + "/final.npy", np.concatenate([np.asarray(w).ravel() for w in result.params]))
+    """
+)
+
+
+def test_sigkill_during_checkpointed_runs_then_resume_is_bit_identical(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    sweeps = 400
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, str(script), str(reference), str(sweeps), "0"], env=env, check=True, timeout=300)
+    expected = np.load(reference / "final.npy")
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "killed"
+    kills = 0
+    resume = "0"
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(script), str(folder), str(sweeps), resume], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc.stdout.readline()  # the run is under way (a checkpoint exists)
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        resume = "1"
+    subprocess.run([sys.executable, str(script), str(folder), str(sweeps), "1"], env=env, check=True, timeout=300)
+    assert kills >= 1
+    assert not list(folder.glob(f".{CHECKPOINT_FILE}.*"))  # no temp file survives a completed run
+    np.testing.assert_array_equal(np.load(folder / "final.npy"), expected)
+
+
+def test_divergence_warning_names_the_callers_line(data):
+    X, Y = data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bcd_jax.fit(X, Y, CONFIG.replace(hyper={"eta_w1": 1e30}), progress=None)
+    divergence = [w for w in caught if issubclass(w.category, bcd_jax.BCDDivergenceWarning)]
+    assert divergence and Path(divergence[0].filename).name == Path(__file__).name
