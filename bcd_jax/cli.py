@@ -1,13 +1,20 @@
 """The ``bcd-jax`` command line: train from an experiment file, run a sweep, run the benchmark.
 
-    bcd-jax run configs/paper_fig1.toml --set sweeps=10 --set gamma=0.3   # -> results/paper_fig1/
+    bcd-jax run configs/paper_fig1.toml --set sweeps=10 --set hyper.gamma=0.3   # -> results/paper_fig1/
     bcd-jax run configs/paper_fig1.toml --checkpoint-every 10 --out results/fig1
     bcd-jax run configs/paper_fig1.toml --resume results/fig1 --checkpoint-every 10 --set sweeps=80
-    bcd-jax sweep configs/sweep_fig1.toml                                # -> results/sweep_fig1/
-    bcd-jax bench --quick                                                # scripts/bench.py --quick
+    bcd-jax sweep configs/sweep_fig1.toml --set sweeps=10                        # -> results/sweep_fig1/
+    bcd-jax bench --quick                                                       # scripts/bench.py --quick
 
-``python -m bcd_jax`` is the same program. Errors in the input (an unknown ``--set`` key, a
-bad value, an existing output folder) print one line naming the argument and exit with 2.
+``--set KEY=VALUE`` changes one field: ``sweeps``, ``seed``, ``network.<field>``,
+``algorithm.<field>`` (``algorithm.name`` switches the algorithm), ``hyper.<field>`` or
+``data.<field>``; values follow TOML (``50``, ``0.3``, ``[0.5, 1.5]``, ``"gd"``).
+``python -m bcd_jax`` is the same program.
+
+Exit status: 0 when every run finished; 2 for an error in the input (an unknown ``--set``
+key, a bad value, an existing output folder), printed as one line naming the argument; 3 when
+a run (or any member of a sweep) diverged: its files are still written, holding the last
+finite state, and the divergence is named on stderr.
 """
 
 from __future__ import annotations
@@ -15,18 +22,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
-import os
 import runpy
 import sys
-import tempfile
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_overrides", "apply_overrides"]
+__all__ = [
+    "EXIT_DIVERGED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "apply_overrides",
+    "bench_script",
+    "build_parser",
+    "main",
+    "parse_overrides",
+]
 
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
 _RUN_FILES = ("config.json", "diagnostics.jsonl", "params.npz", "loss.png")
+_EPILOG = """exit status:
+  0  every run finished
+  2  an error in the input (one line on stderr naming the argument)
+  3  a run, or a member of a sweep, diverged (its files are still written; the last finite state is kept)
+"""
 
 
 class CLIError(ValueError):
@@ -41,8 +61,8 @@ class CLIError(ValueError):
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Parses ``--set key=value`` items; values follow TOML (``50``, ``0.3``, ``[0.5, 1.5]``, ``"gd"``).
 
-    A value that is not valid TOML is taken as a plain string, so ``--set inner=exact`` works.
-    Keys are checked by :func:`apply_overrides`.
+    A value that is not valid TOML is taken as a plain string, so ``--set algorithm.inner=exact``
+    works. Keys are checked by :func:`apply_overrides`.
     """
     out = {}
     for item in items:
@@ -59,30 +79,34 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def apply_overrides(config, data, overrides: dict[str, Any]):
-    """Returns ``(config, data)`` with the overrides applied; keys are Config fields or ``data.<field>``."""
-    from bcd_jax.config import Config
-    from bcd_jax.experiments import DataSpec
-    from bcd_jax.sweeps import check_data_spec
+    """Returns ``(config, data)`` with the overrides applied (see :func:`bcd_jax.experiments.apply_overrides`).
 
-    config_keys = [f.name for f in dataclasses.fields(Config)]
-    data_keys = [f.name for f in dataclasses.fields(DataSpec)]
-    for key, value in overrides.items():
-        shown = f"--set {key}={value!r}"
+    Each key is applied and checked on its own, so that an error names the ``--set`` item.
+    """
+    from bcd_jax.experiments import apply_overrides as apply_one
+    from bcd_jax.experiments import check_override_key
+
+    new_name = overrides.get("algorithm.name")
+    for key in overrides:
         try:
-            if key in config_keys:
-                config = config.replace(**{key: value})
-            elif key.startswith("data.") and key[5:] in data_keys:
-                data = check_data_spec(dataclasses.replace(data, **{key[5:]: value}))
-            else:
-                raise CLIError(
-                    f"--set: unknown key {key!r}; expected a Config field {config_keys} or data.<field> with a "
-                    f"field of {data_keys}"
-                )
-        except CLIError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise CLIError(f"{shown}: {exc}") from None
-    return config, data
+            check_override_key(key, config, new_name if isinstance(new_name, str) and key != "algorithm.name" else None)
+        except ValueError as exc:
+            raise CLIError(f"--set: {exc}") from None
+    try:
+        return apply_one(config, data, overrides)
+    except (ValueError, TypeError) as exc:
+        key = _named_key(exc, overrides)
+        shown = f"--set {key}={overrides[key]!r}" if key else " ".join(f"--set {k}={v!r}" for k, v in overrides.items())
+        raise CLIError(f"{shown}: {exc}") from None
+
+
+def _named_key(exc: Exception, overrides: dict[str, Any]) -> str | None:
+    """The one override an error is about (its message starts with the key or its field), for a precise message."""
+    if len(overrides) == 1:
+        return next(iter(overrides))
+    text = str(exc)
+    hits = [k for k in overrides if text.startswith((f"{k}:", f"{k.rpartition('.')[2]}:"))]
+    return hits[0] if len(hits) == 1 else None
 
 
 # --------------------------------------------------------------------------------------
@@ -94,38 +118,26 @@ def _is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _json_ready(value):
-    """An array as nested lists of Python numbers; NaN and inf become None (strict JSON has neither)."""
-    import numpy as np
-
-    a = np.asarray(value)
-    if a.dtype.kind != "f":
-        return a.tolist()
-    return np.where(np.isfinite(a), a.astype(object), None).tolist()
+def _require_matplotlib(what: str) -> None:
+    try:
+        import matplotlib  # noqa: F401  (checked before training, not after)
+    except ImportError:
+        raise CLIError(f"{what}: writing the plot needs matplotlib; pip install 'bcd_jax[plot]'") from None
 
 
 def _cmd_run(args) -> int:
     import jax
     import numpy as np
 
-    from bcd_jax.checkpoint import CHECKPOINT_FILE, config_to_dict
-    from bcd_jax.experiments import teacher_data
-    from bcd_jax.experiments import load_experiment, plot_experiment
-    from bcd_jax.solver import fit
+    from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
+    from bcd_jax.driver.fit import BCDDivergenceWarning, fit
+    from bcd_jax.experiments import load_experiment, plot_experiment, teacher_data
+    from bcd_jax.io import FolderLock, atomic_write, atomic_write_text, dumps_json
 
     config, data, _ = load_experiment(args.config)
     config, data = apply_overrides(config, data, parse_overrides(args.set))
-    try:
-        import matplotlib  # noqa: F401  (loss.png; checked before training, not after)
-    except ImportError:
-        raise CLIError("run: writing loss.png needs matplotlib; pip install 'bcd_jax[plot]'") from None
+    config.to_dict()  # config.json must record it; fails now, not after training
+    _require_matplotlib("run")
     if args.resume is not None:
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
             raise CLIError(f"--out: {str(args.out)!r} differs from --resume {str(args.resume)!r}; a resumed run "
@@ -136,85 +148,114 @@ def _cmd_run(args) -> int:
                            "output folder of an earlier 'bcd-jax run'")
     else:
         out = Path(args.out) if args.out is not None else Path("results") / Path(args.config).stem
-        if _is_nonempty_dir(out) and not args.overwrite:
-            raise CLIError(f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its run, "
-                           "or --resume to continue it")
-    checkpoint_dir = out / "checkpoint"
-    if args.overwrite and args.resume is None:
-        (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fresh run, not a continuation
-    out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out: {str(out)!r} is a file; expected a folder")
+    lock = FolderLock(out, "--out")
+    lock.check_free()  # another live run in this folder is named before anything else is said about it
+    if args.resume is None and _is_nonempty_dir(out) and not args.overwrite:
+        raise CLIError(f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its run, "
+                       "or --resume to continue it")
+    quiet = args.quiet
+    progress = None if quiet else args.progress
+    with lock:  # two commands never write one folder
+        checkpoint_dir = out / "checkpoint"
+        if args.overwrite and args.resume is None:
+            (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fresh run, not a continuation
 
-    X, Y = teacher_data(config, data)
-    if not args.quiet:
-        print(f"bcd-jax run {args.config}: {config.algorithm}, L={config.depth}, r={config.width}, n={data.n}, "
-              f"d_in={data.d_in}, K_V={config.k_v}, K_W={config.k_w}, gamma={config.gamma}, K={config.sweeps}"
-              + (f", resuming {out}" if args.resume is not None else ""))
-    result = fit(X, Y, config, key=jax.random.key(config.seed), checkpoint_dir=checkpoint_dir,
-                 checkpoint_every=args.checkpoint_every, resume=args.resume is not None, quiet=args.quiet,
-                 callback=None)
+        X, Y = teacher_data(config, data)
+        if not quiet:
+            hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
+            network = config.network
+            print(f"bcd-jax run {args.config}: {config.algorithm.name}, L={network.depth}, r={network.width}, "
+                  f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}"
+                  + (f", resuming {out}" if args.resume is not None else ""))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BCDDivergenceWarning)
+            result = fit(X, Y, config, key=jax.random.key(config.seed), checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=args.checkpoint_every, resume=args.resume is not None, progress=progress)
+        divergence = [str(w.message) for w in caught if issubclass(w.category, BCDDivergenceWarning)]
+        for w in caught:  # anything else is shown as usual; the divergence becomes one line below
+            if not issubclass(w.category, BCDDivergenceWarning):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
-    resolved = {**config_to_dict(config), "data": dataclasses.asdict(data)}
-    _atomic_write(out / "config.json", json.dumps(resolved, indent=2) + "\n")
-    h = result.history
-    lines = []
-    for k in range(len(h.train_mse)):
-        lines.append(json.dumps({"sweep": k, **{name: _json_ready(v[k]) for name, v in h._asdict().items()}}))
-    _atomic_write(out / "diagnostics.jsonl", "\n".join(lines) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".params.npz.")
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, **{f"W_{j}": np.asarray(w) for j, w in enumerate(result.params, start=1)})
-    os.replace(tmp, out / "params.npz")
-    tmp_png = out / ".loss.tmp.png"
-    title = f"{Path(args.config).stem}: {config.algorithm_spec.paper}"
-    plot_experiment({config.algorithm: result}, tmp_png, title=title)
-    os.replace(tmp_png, out / "loss.png")
+        atomic_write_text(out / "config.json", dumps_json({**config.to_dict(), "data": dataclasses.asdict(data)},
+                                                          indent=2) + "\n")
+        h = result.history
+        lines = [dumps_json({"sweep": k, **{name: v[k] for name, v in h._asdict().items()}})
+                 for k in range(len(h.train_mse))]
+        atomic_write_text(out / "diagnostics.jsonl", "\n".join(lines) + "\n")
+        weights = {f"W_{j}": np.asarray(w) for j, w in enumerate(result.params, start=1)}
+        atomic_write(out / "params.npz", lambda fh: np.savez(fh, **weights))
+        plot_experiment({config.algorithm.name: result}, out / "loss.png",
+                        title=f"{Path(args.config).stem}: {config.algorithm.paper}")
 
-    if not args.quiet:
+    if not quiet:
         mse = h.train_mse
         state = f"diverged at sweep {result.diverged_at}" if result.diverged_at else f"{result.sweeps_completed} sweeps"
         print(f"train MSE {mse[0]:.3e} -> {mse[-1]:.3e} ({state}; run {result.wall_time:.2f} s, "
               f"compile {result.compile_time:.2f} s)")
         print(f"wrote {out}/: {', '.join(_RUN_FILES)}, checkpoint/")
-    return 0
+    if result.diverged_at is not None:
+        detail = divergence[0] if divergence else f"BCD diverged at sweep {result.diverged_at}"
+        print(f"bcd-jax run: {detail} Wrote that state to {out}/.", file=sys.stderr)
+        return EXIT_DIVERGED
+    return EXIT_OK
 
 
 def _cmd_sweep(args) -> int:
-    from bcd_jax.sweeps import load_sweep, run_sweep
+    from bcd_jax.driver.sweeps import SWEEP_FILES, load_sweep, run_sweep
+    from bcd_jax.io import FolderLock
 
     spec = load_sweep(args.sweep_config)
+    overrides = parse_overrides(args.set)
+    if overrides:
+        apply_overrides(spec.config, spec.data, overrides)  # an error names the --set item
+        try:
+            spec = spec.with_overrides(overrides)
+        except ValueError as exc:
+            named = any(str(exc).startswith(f"{key}:") for key in overrides)
+            raise CLIError(f"--set {exc}" if named else f"--set: {exc}") from None
     out = Path(args.out) if args.out is not None else Path("results") / Path(args.sweep_config).stem
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out: {str(out)!r} is a file; expected a folder")
+    FolderLock(out, "--out").check_free()
     if _is_nonempty_dir(out) and not args.overwrite:
         raise CLIError(f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its files")
-    n_members = len(spec.members())
-    print(f"bcd-jax sweep {args.sweep_config}: {n_members} members, swept " + ", ".join(k for k, _ in spec.grid))
+    _require_matplotlib("sweep")
+    swept = spec.keys
+    print(f"bcd-jax sweep {args.sweep_config}: {len(spec.members())} members, swept " + ", ".join(swept))
     result = run_sweep(spec, out_dir=out, batch_size=args.batch_size, overwrite=True)
-    swept = [k for k, _ in spec.grid]
     print(f"{'member':>6}  " + "  ".join(f"{k:>10}" for k in swept) + f"  {'final mse':>10}  {'min mse':>10}  diverged")
     for row in result.rows:
-        values = "  ".join(f"{str(row[k]):>10}" for k in swept)
+        values = "  ".join(f"{row[k]!s:>10}" for k in swept)
         diverged = f"at sweep {row['first_nonfinite_sweep']}" if row["diverged"] else "no"
         mse = f"{row['final_train_mse']:>10.3e}  {row['min_train_mse']:>10.3e}"
         print(f"{row['member']:>6}  {values}  {mse}  {diverged}")
     for g, group in enumerate(result.groups):
         print(f"group {g}: {len(group.members)} members in one program, {group.batch.wall_time:.2f} s "
               f"(compile {group.batch.compile_time:.2f} s)")
-    print(f"wrote {out}/: summary.csv, summary.jsonl, train_mse.png, sweep.json")
-    return 0
+    print(f"wrote {out}/: {', '.join(SWEEP_FILES)}")
+    diverged = result.diverged
+    if diverged:
+        print(f"bcd-jax sweep: {len(diverged)} of {len(result.rows)} members diverged (members {diverged}); see the "
+              "'diverged' column of summary.csv", file=sys.stderr)
+        return EXIT_DIVERGED
+    return EXIT_OK
 
 
-def _bench_script() -> Path | None:
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
-        if (root / "scripts" / "bench.py").is_file():
-            return root / "scripts" / "bench.py"
-    return None
+def bench_script() -> Path | None:
+    """``scripts/bench.py`` of the checkout this package lives in (never one in the current folder)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+    return script if script.is_file() else None
 
 
 def _cmd_bench(argv: list[str]) -> int:
     """Runs ``scripts/bench.py`` with ``argv``: its ``main(argv)`` if it has one, else as ``__main__``."""
-    script = _bench_script()
+    script = bench_script()
     if script is None:
-        raise CLIError("bench: scripts/bench.py not found next to the package or in the current folder; "
-                       "run it from a checkout of the repository")
+        root = Path(__file__).resolve().parents[1]
+        raise CLIError(f"bench: scripts/bench.py not found next to the package (in {str(root)!r}); "
+                       "install bcd_jax from a checkout of the repository (pip install -e .)")
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(script), *argv]
     sys.path.insert(0, str(script.parent))  # as `python scripts/bench.py` would have it
@@ -226,7 +267,7 @@ def _cmd_bench(argv: list[str]) -> int:
         if callable(getattr(module, "main", None)):
             return int(module.main(argv) or 0)
         runpy.run_path(str(script), run_name="__main__")
-        return 0
+        return EXIT_OK
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
@@ -249,46 +290,56 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_SET_HELP = ("change one field: sweeps, seed, network.<field>, algorithm.<field> (algorithm.name switches the "
+             "algorithm), hyper.<field> or data.<field>; TOML values, e.g. --set sweeps=50 --set hyper.gamma=0.3 "
+             "--set algorithm.svb=[0.5,1.5] --set data.n=200 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bcd-jax`` (``run``, ``sweep``, ``bench``)."""
-    parser = argparse.ArgumentParser(
-        prog="bcd-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from bcd_jax.driver.progress import PROGRESS_CHOICES
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="bcd-jax", description=__doc__, epilog=_EPILOG, formatter_class=formatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,bench}")
 
     run = sub.add_parser("run", help="train on an experiment file's teacher data; write one output folder",
-                         description="Trains bcd_jax.fit on the teacher problem of an experiment file (Config fields "
-                                     "+ [data]; an [experiment] table is ignored) and writes config.json, "
-                                     "diagnostics.jsonl (one line per sweep, 0 = initial), params.npz, loss.png and "
-                                     "checkpoint/ into the output folder.")
+                         epilog=_EPILOG, formatter_class=formatter,
+                         description="Trains bcd_jax.fit on the teacher problem of an experiment file ([network], "
+                                     "[algorithm], [hyper], [run] + [data]; an [experiment] table is ignored) and "
+                                     "writes config.json, diagnostics.jsonl (one line per sweep, 0 = initial), "
+                                     "params.npz, loss.png and checkpoint/ into the output folder.")
     run.add_argument("config", type=Path, help="experiment TOML, e.g. configs/paper_fig1.toml")
     run.add_argument("--out", type=Path, default=None, help="output folder (default results/<config name>)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a Config field or data.<field>; TOML values, e.g. --set sweeps=50 "
-                          "--set svb=[0.5,1.5] --set data.n=200 (repeatable)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue the run whose output folder is DIR (from DIR/checkpoint); writes into DIR")
     run.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty output folder")
     run.add_argument("--quiet", action="store_true", help="print nothing and show no progress line")
+    run.add_argument("--progress", choices=PROGRESS_CHOICES, default="auto",
+                     help="progress display (default auto: a text line on an interactive terminal)")
     run.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
                      help="write OUT/checkpoint every N sweeps (default: only at the end); a resumed run is "
                           "bit-identical to an uninterrupted one when both use the same N")
 
     sweep = sub.add_parser("sweep", help="run a sweep file; write a summary table and a comparison plot",
+                           epilog=_EPILOG, formatter_class=formatter,
                            description="Runs every member of a sweep file (see configs/sweep_fig1.toml); members "
-                                       "that share shapes run in one compiled program.")
+                                       "that differ only in hyper.<field> and seed run in one compiled program. "
+                                       "--set changes the base every member starts from.")
     sweep.add_argument("sweep_config", type=Path, help="sweep TOML, e.g. configs/sweep_fig1.toml")
     sweep.add_argument("--out", type=Path, default=None, help="output folder (default results/<sweep name>)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     sweep.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
-                       help="run at most B members at once (default: all of a group)")
+                       help="run at most B members at once (default: all of a group; one at a time on CPU)")
     sweep.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
 
-    sub.add_parser("bench", help="run scripts/bench.py with the remaining arguments", add_help=False)
+    sub.add_parser("bench", help="run scripts/bench.py of this checkout with the remaining arguments", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``bcd-jax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Runs ``bcd-jax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
@@ -296,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_bench(argv[1:])
         args = parser.parse_args(argv)
         return _cmd_run(args) if args.command == "run" else _cmd_sweep(args)
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:  # user and file-system errors: one line, no traceback
         command = argv[0] if argv else ""
         print(f"bcd-jax {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

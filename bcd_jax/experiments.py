@@ -1,6 +1,7 @@
 """The paper's Section 6 experiments, driven by a TOML file in ``configs/``.
 
-A config file holds the solver's ``Config`` fields at top level plus two tables::
+An experiment file holds the run's tables (``[network]``, ``[algorithm]``, ``[hyper]``,
+``[run]``; see :func:`bcd_jax.load_config`) and two more::
 
     [data]        # the teacher problem (bcd_jax.teacher_problem)
     n = 500
@@ -11,32 +12,51 @@ A config file holds the solver's ``Config`` fields at top level plus two tables:
     [experiment]  # extra runs on the same data and initial weights, drawn dashed
     compare = ["relu_noskip"]
 
-``run_experiment`` trains the main run and each comparison run (``algorithm`` swapped,
+``run_experiment`` trains the main run and each comparison run (``algorithm.name`` swapped,
 everything else equal) and returns their results; ``plot_experiment`` draws the figure.
+Dotted keys (``hyper.gamma``, ``network.width``, ``algorithm.k_v``, ``sweeps``, ``seed``,
+``data.n``) change one field of an experiment: :func:`apply_overrides`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import io
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bcd_jax.algorithms import get_algorithm
-from bcd_jax.config import Config, load_config
+from bcd_jax.config import Config, load_config, read_toml
 from bcd_jax.data import teacher_problem
-from bcd_jax.model import init_params
-from bcd_jax.solver import FitResult, fit
+from bcd_jax.driver.fit import FitResult, fit
+from bcd_jax.driver.functional import init_params
+from bcd_jax.io import atomic_write
+from bcd_jax.network import Network
+from bcd_jax.validation import check_int
 
-__all__ = ["DataSpec", "ExperimentSpec", "load_experiment", "teacher_data", "run_experiment", "plot_experiment", "summarize"]
+__all__ = [
+    "DataSpec",
+    "ExperimentSpec",
+    "apply_overrides",
+    "check_override_key",
+    "load_experiment",
+    "plot_experiment",
+    "run_experiment",
+    "summarize",
+    "teacher_data",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """The teacher problem of Section 6 (``x ~ N(0, I)``, one-hidden-layer teacher, same activation)."""
+    """The teacher problem of Section 6 (``x ~ N(0, I)``, one-hidden-layer teacher, same activation).
+
+    Every field is an int: ``seed >= 0``, the others ``>= 1``.
+    """
 
     n: int = 500
     d_in: int = 600
@@ -44,80 +64,157 @@ class DataSpec:
     d_out: int = 1
     seed: int = 0
 
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            low = 0 if field.name == "seed" else 1
+            object.__setattr__(self, field.name, check_int(f"data.{field.name}", getattr(self, field.name), low=low))
+
+    def replace(self, **changes) -> DataSpec:
+        return dataclasses.replace(self, **changes)
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
-    """Comparison runs: algorithm names trained on the same data and initial weights."""
+    """Comparison runs: registry names of algorithms trained on the same data and initial weights."""
 
     compare: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        compare = self.compare
+        if isinstance(compare, str) or not isinstance(compare, (list, tuple)):
+            raise ValueError(f"experiment.compare: expected a list of algorithm names, got {compare!r}")
+        for name in compare:
+            get_algorithm(name)  # an unknown name fails here, naming the registry's names
+        object.__setattr__(self, "compare", tuple(compare))
 
 
 def _table(raw: dict[str, Any], cls, name: str, path: Path):
     values = raw.get(name, {})
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: [{name}] must be a table, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+        raise ValueError(f"{path}: [{name}] must be a table, got {type(values).__name__} {values!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown} in [{name}]; known keys are {sorted(known)}")
-    obj = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    for field in dataclasses.fields(cls):
-        value = getattr(obj, field.name)
-        if field.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if field.name == "seed" else 1)):
-            raise ValueError(f"{path}: [{name}] {field.name}: expected a positive int, got {value!r}")
-    return obj
+        raise ValueError(f"{path}: unknown key(s) {unknown} in [{name}]; known keys are {known}")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: [{name}] {exc}") from None
 
 
 def load_experiment(path: str | Path) -> tuple[Config, DataSpec, ExperimentSpec]:
-    """Reads a Section 6 experiment file: the solver Config, the data and the comparisons."""
+    """Reads a Section 6 experiment file: the run's Config, the data and the comparisons."""
     path = Path(path)
     config = load_config(path)
-    with path.open("rb") as fh:
-        raw = tomllib.load(fh)
-    data = _table(raw, DataSpec, "data", path)
-    experiment = _table(raw, ExperimentSpec, "experiment", path)
-    for name in experiment.compare:
-        try:
-            get_algorithm(name)
-        except ValueError as exc:
-            raise ValueError(f"{path}: [experiment] compare: {exc}") from None
-    return config, data, experiment
+    raw = read_toml(path)
+    return config, _table(raw, DataSpec, "data", path), _table(raw, ExperimentSpec, "experiment", path)
 
 
-def teacher_data(config: Config, data: DataSpec) -> tuple[jax.Array, jax.Array]:
-    """The teacher problem ``data`` describes, with the activation of ``config`` (Section 6)."""
+def teacher_data(config: Config, data: DataSpec, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """The teacher problem ``data`` describes, with the first hidden layer's activation of ``config`` (Section 6)."""
+    network = config.network
     return teacher_problem(
         jax.random.key(data.seed),
         n=data.n,
         d_in=data.d_in,
         teacher_width=data.teacher_width,
-        activation=config.activation,
-        negative_slope=config.negative_slope,
+        activation=network.layer_activations[0],  # resolved with the network's negative slope
+        negative_slope=network.negative_slope,
         d_out=data.d_out,
+        dtype=dtype,
     )
 
 
-def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec()) -> dict[str, FitResult]:
+# --------------------------------------------------------------------------------------
+# Dotted keys: one field of an experiment
+# --------------------------------------------------------------------------------------
+
+_KEY_FORMS = "'sweeps', 'seed', 'network.<field>', 'algorithm.<field>' (or 'algorithm.name'), 'hyper.<field>' or " \
+             "'data.<field>'"
+
+
+def check_override_key(key: str, config: Config, algorithm_name: str | None = None) -> None:
+    """Raises ``ValueError`` unless ``key`` names a field of an experiment with ``config``.
+
+    ``algorithm_name`` is the algorithm the key applies to when ``algorithm.name`` is changed
+    along with it (its structural fields and ``Hyper`` decide what ``algorithm.<f>`` and
+    ``hyper.<f>`` may be). A bare field name gets the dotted key it belongs to as a hint.
+    """
+    if not isinstance(key, str):
+        raise ValueError(f"key: expected a string such as 'hyper.gamma', got {type(key).__name__} {key!r}")
+    algorithm = get_algorithm(algorithm_name) if algorithm_name is not None else config.algorithm
+    fields = {
+        "network": [f.name for f in dataclasses.fields(Network)],
+        "algorithm": list(algorithm.describe()),
+        "hyper": list(algorithm.Hyper._fields),
+        "data": [f.name for f in dataclasses.fields(DataSpec)],
+    }
+    if key in ("sweeps", "seed"):
+        return
+    role, dot, field = key.partition(".")
+    if dot and role in fields:
+        if field not in fields[role]:
+            raise ValueError(f"unknown key {key!r}; [{role}] has the fields {fields[role]}")
+        return
+    hints = [f"{r}.{key}" for r, names in fields.items() if key in names]
+    hint = f" (did you mean {' or '.join(repr(h) for h in hints)}?)" if hints else ""
+    raise ValueError(f"unknown key {key!r}; expected {_KEY_FORMS}{hint}")
+
+
+def apply_overrides(config: Config, data: DataSpec, overrides: dict[str, Any]) -> tuple[Config, DataSpec]:
+    """``(config, data)`` with dotted-key changes: ``{"hyper.gamma": 0.3, "network.width": 8, "data.n": 200}``.
+
+    ``data.<field>`` keys change the teacher problem; every other key goes to
+    :meth:`bcd_jax.Config.with_overrides`. Errors name the key.
+    """
+    new_name = overrides.get("algorithm.name")
+    for key in overrides:
+        check_override_key(key, config, new_name if isinstance(new_name, str) and key != "algorithm.name" else None)
+    data_changes = {k[len("data."):]: v for k, v in overrides.items() if k.startswith("data.")}
+    config_changes = {k: v for k, v in overrides.items() if not k.startswith("data.")}
+    if data_changes:
+        try:
+            data = dataclasses.replace(data, **data_changes)
+        except TypeError as exc:
+            raise ValueError(f"data: {exc}") from None
+    if config_changes:
+        config = config.with_overrides(config_changes)
+    return config, data
+
+
+# --------------------------------------------------------------------------------------
+# Running and reporting
+# --------------------------------------------------------------------------------------
+
+
+def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec(), *,
+                   progress: Any = "auto") -> dict[str, FitResult]:
     """Trains the main run and every comparison run on one teacher problem.
 
-    All runs share the data and the initial weights (drawn once for the main algorithm, so
-    a comparison differs only in its update rule). Returns ``{algorithm name: FitResult}``.
+    All runs share the data and the initial weights (drawn once for the main algorithm, so a
+    comparison differs only in its update rule). Returns ``{algorithm name: FitResult}``.
+    ``progress`` is passed to ``bcd_jax.fit``.
     """
     X, Y = teacher_data(config, data)
     params = init_params(jax.random.key(config.seed), config, data.d_in, data.d_out, dtype=X.dtype)
-    results = {config.algorithm: fit(X, Y, config, init_params=params)}
+    results = {config.algorithm.name: fit(X, Y, config, init_params=params, progress=progress)}
     for name in experiment.compare:
-        results[name] = fit(X, Y, config.replace(algorithm=name), init_params=params)
+        results[name] = fit(X, Y, config.with_overrides({"algorithm.name": name}), init_params=params,
+                            progress=progress)
     return results
 
 
 def summarize(result: FitResult, at_sweep: int | None = None) -> dict[str, Any]:
-    """Headline numbers of one run (all losses are means over samples)."""
+    """Headline numbers of one run (all losses are means over samples).
+
+    The layer-loss entries are there for a family whose diagnostics have ``layer_losses``
+    (Akiyama's); every family has the rest.
+    """
     h = result.history
     mse = np.asarray(h.train_mse, dtype=np.float64)
     k = len(mse) - 1 if at_sweep is None else min(at_sweep, len(mse) - 1)
-    return {
-        "algorithm": result.config.algorithm,
+    out = {
+        "algorithm": result.config.algorithm.name,
         "sweeps_completed": result.sweeps_completed,
         "diverged_at": result.diverged_at,
         "initial_train_mse": float(mse[0]),
@@ -127,16 +224,22 @@ def summarize(result: FitResult, at_sweep: int | None = None) -> dict[str, Any]:
         "ratio_at_check": float(mse[k] / mse[0]),
         "ratio_final": float(mse[-1] / mse[0]),
         "monotone": bool(np.all(np.diff(mse) <= 0)),
-        "max_layer_loss_final": float(np.max(h.layer_losses[-1])),
-        "max_layer_loss_any_sweep": float(np.max(h.layer_losses[1:])) if len(mse) > 1 else float(np.max(h.layer_losses)),
-        "final_layer_losses": [float(v) for v in h.layer_losses[-1]],
-        "seconds_per_sweep": result.wall_time / max(result.sweeps_completed, 1),
-        "compile_seconds": result.compile_time,
     }
+    if hasattr(h, "layer_losses"):
+        losses = np.asarray(h.layer_losses)
+        out["max_layer_loss_final"] = float(np.max(losses[-1]))
+        out["max_layer_loss_any_sweep"] = float(np.max(losses[1:] if len(mse) > 1 else losses))
+        out["final_layer_losses"] = [float(v) for v in losses[-1]]
+    out["seconds_per_sweep"] = result.wall_time / max(result.sweeps_completed, 1)
+    out["compile_seconds"] = result.compile_time
+    return out
 
 
 def plot_experiment(results: dict[str, FitResult], path: str | Path, title: str = "") -> None:
-    """Log-scale training error (black; comparisons dashed) and per-layer losses against sweeps."""
+    """Log-scale training error (black; comparisons dashed) and per-layer losses against sweeps.
+
+    The PNG is written atomically (``bcd_jax.io.atomic_write``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,11 +252,12 @@ def plot_experiment(results: dict[str, FitResult], path: str | Path, title: str 
     for name, res in list(results.items())[1:]:
         ax.plot(np.arange(len(res.history.train_mse)), res.history.train_mse, color="black", lw=1.6, ls="--",
                 label=f"training error ({name})")
-    layer_losses = np.asarray(main.history.layer_losses)
-    colors = plt.get_cmap("tab10")
-    for j in range(layer_losses.shape[1]):
-        # Layer losses are exactly 0 at the initial state (V is the forward pass): start at sweep 1.
-        ax.plot(sweeps[1:], layer_losses[1:, j], color=colors(j), lw=1.2, label=f"layer {j + 1} loss")
+    if hasattr(main.history, "layer_losses"):
+        layer_losses = np.asarray(main.history.layer_losses)
+        colors = plt.get_cmap("tab10")
+        for j in range(layer_losses.shape[1]):
+            # Layer losses are exactly 0 at the initial state (V is the forward pass): start at sweep 1.
+            ax.plot(sweeps[1:], layer_losses[1:, j], color=colors(j), lw=1.2, label=f"layer {j + 1} loss")
     ax.set_yscale("log")
     ax.set_xlabel("sweep (outer iteration k)")
     ax.set_ylabel("loss (mean over samples)")
@@ -162,6 +266,9 @@ def plot_experiment(results: dict[str, FitResult], path: str | Path, title: str 
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buf.getvalue())

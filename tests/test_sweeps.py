@@ -1,27 +1,30 @@
-"""Sweeps: vmapped members equal single runs, no recompiles for new values, chunking, groups, divergence, files."""
+"""Sweeps: mapped members equal single runs, no recompiles for new values, chunking, groups, divergence, files."""
 
 from __future__ import annotations
 
 import csv
 import json
 import warnings
+from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax import sweeps
+from bcd_jax.config import config_from_dict
+from bcd_jax.driver import sweeps
 from bcd_jax.experiments import DataSpec
-from helpers import assert_close
 
 # Tiny problem; step sizes 0.2 keep every member of GRID finite (the output block's step is
 # eta_w * lambda_max(V^T V / n), which is large for n = 16). Most tests reuse the same
 # structure and member count, so the compiled program is shared between them.
-CONFIG = bcd_jax.Config(depth=3, width=4, k_v=3, k_w=3, sweeps=3, eta_v=0.2, eta_w=0.2, eta_w1=0.2)
+CONFIG = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=4), algorithm=bcd_jax.Akiyama(k_v=3, k_w=3),
+                        hyper={"eta_v": 0.2, "eta_w": 0.2, "eta_w1": 0.2}, sweeps=3)
 DATA = DataSpec(n=16, d_in=24, teacher_width=4)
-GRID = {"gamma": [0.1, 0.2], "seed": [0, 1]}
+GRID = {"hyper.gamma": [0.1, 0.2], "seed": [0, 1]}
 
 
 def teacher(data=DATA, dtype=jnp.float32):
@@ -29,45 +32,78 @@ def teacher(data=DATA, dtype=jnp.float32):
                                    teacher_width=data.teacher_width, dtype=dtype)
 
 
+def member(tree, i):
+    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
+
+
+def assert_batches_close(a: sweeps.BatchRun, b: sweeps.BatchRun, rtol):
+    chex.assert_trees_all_close((a.blocks, a.initial, a.history), (b.blocks, b.initial, b.history), rtol=rtol,
+                                atol=rtol)
+    chex.assert_trees_all_equal((a.completed, a.blocks_finite), (b.completed, b.blocks_finite))
+
+
+def test_traced_keys_come_from_the_algorithms_hyper():
+    assert sweeps.traced_keys(CONFIG) == (*(f"hyper.{f}" for f in bcd_jax.AkiyamaHyper._fields), "seed")
+    assert sweeps.traced_values(CONFIG.replace(seed=3))["seed"] == 3
+    assert sweeps.traced_values(CONFIG)["hyper.eta_v"] == 0.2
+
+
 def test_members_equal_separate_fits_in_float64(x64):
     X, Y = teacher(dtype=jnp.float64)
     gammas, seeds = np.array([0.1, 0.3]), np.array([3, 4])
-    steps = bcd_jax.StepSizes(gammas, np.full(2, 0.2), np.full(2, 0.2), np.full(2, 0.2))
-    batch = sweeps.run_batch(X, Y, CONFIG, steps, seeds)
-    assert batch.state.weights[0].dtype == jnp.float64 and batch.completed.shape == (2, CONFIG.sweeps)
+    hyper = bcd_jax.AkiyamaHyper(gammas, 0.2, 0.2, 0.2, 0.0)  # a scalar is shared by every member
+    batch = sweeps.run_batch(X, Y, CONFIG, hyper, seeds)
+    assert batch.blocks.weights[0].dtype == jnp.float64 and batch.completed.shape == (2, CONFIG.sweeps)
     for i in range(2):
-        config = CONFIG.replace(gamma=float(gammas[i]), seed=int(seeds[i]))
-        alone = bcd_jax.fit(X, Y, config, key=jax.random.key(int(seeds[i])), quiet=True)
+        config = CONFIG.with_overrides({"hyper.gamma": float(gammas[i]), "seed": int(seeds[i])})
+        alone = bcd_jax.fit(X, Y, config, key=jax.random.key(int(seeds[i])), progress=None)
         assert np.all(batch.completed[i])
-        for a, b in zip(jax.tree.leaves(batch.state), jax.tree.leaves(alone.state)):
-            assert_close(a[i], b, 1e-10)
-        merged = jax.tree.map(lambda a, h: np.concatenate([np.asarray(a[i])[None], np.asarray(h[i])]),
-                              batch.initial, batch.history)
-        for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(alone.history)):
-            assert_close(a, b, 1e-10)
+        chex.assert_trees_all_close(member(batch.blocks, i), alone.state.blocks, rtol=1e-10, atol=1e-12)
+        merged = jax.tree.map(lambda a, h: np.concatenate([np.asarray(a)[None], np.asarray(h)]),
+                              member(batch.initial, i), member(batch.history, i))
+        chex.assert_trees_all_close(merged, alone.history, rtol=1e-10, atol=1e-12)
+
+
+def test_run_batch_checks_its_arguments():
+    X, Y = teacher()
+    good = bcd_jax.AkiyamaHyper(np.array([0.1, 0.2]), 0.2, 0.2, 0.2, 0.0)
+    with pytest.raises(ValueError, match=r"hyper: expected a AkiyamaHyper .* got dict"):
+        sweeps.run_batch(X, Y, CONFIG, {"gamma": [0.1, 0.2]}, [0, 1])
+    with pytest.raises(ValueError, match=r"hyper.gamma: expected shape \(2,\) \(one value per seed\)"):
+        sweeps.run_batch(X, Y, CONFIG, good._replace(gamma=np.ones(3)), [0, 1])
+    with pytest.raises(ValueError, match=r"hyper \(member 1\): hyper.gamma: expected a number in \(0, inf"):
+        sweeps.run_batch(X, Y, CONFIG, good._replace(gamma=np.array([0.1, -1.0])), [0, 1])
+    with pytest.raises(ValueError, match="hyper.eta_v: 1e.* does not fit in float32"):
+        sweeps.run_batch(X, Y, CONFIG, good._replace(eta_v=np.array([0.1, 1e300])), [0, 1])
+    with pytest.raises(ValueError, match="seeds: expected a non-empty 1-D array of ints"):
+        sweeps.run_batch(X, Y, CONFIG, good, [0.5, 1.5])
+    with pytest.raises(ValueError, match="seeds: expected ints >= 0, got -1"):
+        sweeps.run_batch(X, Y, CONFIG, good, [0, -1])
 
 
 def test_sweep_rows_summarise_the_members():
     result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, GRID))
     (group,) = result.groups
-    assert group.members == (0, 1, 2, 3) and group.config == bcd_jax.Config(depth=3, width=4, k_v=3, k_w=3, sweeps=3)
-    for member, row, curve in zip(result.spec.members(), result.rows, result.curves):
-        assert (row["gamma"], row["seed"], row["eta_v"]) == (member.config.gamma, member.config.seed, 0.2)
+    assert group.members == (0, 1, 2, 3) and group.config == CONFIG.structure()
+    for m, row, curve in zip(result.spec.members(), result.rows, result.curves):
+        assert (row["hyper.gamma"], row["seed"], row["hyper.eta_v"]) == (m.config.hyper.gamma, m.config.seed, 0.2)
         assert not row["diverged"] and row["sweeps_completed"] == CONFIG.sweeps == len(curve) - 1
         assert row["final_train_mse"] == curve[-1] < curve[0] and row["min_train_mse"] == curve.min()
-        np.testing.assert_allclose(curve[1:], group.batch.history.train_mse[member.index], rtol=0)
+        np.testing.assert_allclose(curve[1:], group.batch.history.train_mse[m.index], rtol=0)
+    assert result.diverged == []
 
 
 def test_new_values_do_not_recompile(compile_log):
     sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, GRID))
-    misses = sweeps._compiled.cache_info().misses
+    misses = sweeps.program_cache_info().misses
     before = compile_log.count()
-    other = {"gamma": [0.15, 0.25], "seed": [7, 8]}
-    result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG.replace(eta_v=0.1, eta_w1=0.3), DATA, other))
+    other = {"hyper.gamma": [0.15, 0.25], "seed": [7, 8]}
+    base = CONFIG.with_overrides({"hyper.eta_v": 0.1, "hyper.eta_w1": 0.3})
+    result = sweeps.run_sweep(sweeps.SweepSpec(base, DATA, other))
     assert compile_log.count() == before, compile_log.messages
-    assert sweeps._compiled.cache_info().misses == misses
+    assert sweeps.program_cache_info().misses == misses
     assert result.rows[0]["compile_seconds"] < 0.1
-    assert [r["seed"] for r in result.rows] == [7, 8, 7, 8] and result.rows[0]["eta_v"] == 0.1
+    assert [r["seed"] for r in result.rows] == [7, 8, 7, 8] and result.rows[0]["hyper.eta_v"] == 0.1
 
 
 def test_batch_size_chunks_give_the_same_numbers():
@@ -80,30 +116,38 @@ def test_batch_size_chunks_give_the_same_numbers():
             runs.append(sweeps.run_sweep(spec, batch_size=batch_size))
         on_cpu = jax.default_backend() == "cpu"
         assert any("can deadlock XLA:CPU's thread pool" in str(w.message) for w in caught) == (
-            on_cpu and sweeps._CPU_BATCHED_LAPACK_MAY_HANG)
+            on_cpu and sweeps.CPU_BATCHED_LAPACK_MAY_HANG)
     for run in runs[1:]:
-        for a, b in zip(jax.tree.leaves(default.groups[0].batch[:4]), jax.tree.leaves(run.groups[0].batch[:4])):
-            assert_close(a, b, 1e-5)
+        assert_batches_close(default.groups[0].batch, run.groups[0].batch, 1e-5)
     with pytest.raises(ValueError, match="batch_size: expected None or an int >= 1, got 0"):
         sweeps.run_sweep(spec, batch_size=0)
 
 
-def test_shape_changing_values_make_separate_groups():
-    result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, {"k_v": [2, 3], **GRID}))
+def test_structural_values_make_separate_groups():
+    result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, {"algorithm.k_v": [2, 3], **GRID}))
     assert [g.members for g in result.groups] == [(0, 1, 2, 3), (4, 5, 6, 7)]
-    assert [g.config.k_v for g in result.groups] == [2, 3]
-    assert [r["k_v"] for r in result.rows] == [2] * 4 + [3] * 4
+    assert [g.config.algorithm.k_v for g in result.groups] == [2, 3]
+    assert [r["algorithm.k_v"] for r in result.rows] == [2] * 4 + [3] * 4
     assert [r["group"] for r in result.rows] == [0] * 4 + [1] * 4
-    # The k_v = 3 group is the plain sweep: same numbers.
+    # The k_v = 3 group is the plain sweep: the same program, the same numbers.
     plain = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, GRID))
     for a, b in zip(result.curves[4:], plain.curves):
         np.testing.assert_array_equal(a, b)
 
 
+def test_network_and_data_keys_make_groups_too():
+    grid = {"network.width": [3, 4], "data.seed": [0, 1], "seed": [0]}
+    result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, grid))
+    assert len(result.groups) == 4
+    assert [(g.config.network.width, g.data.seed) for g in result.groups] == [(3, 0), (3, 1), (4, 0), (4, 1)]
+    assert result.rows[1]["data.seed"] == 1 and result.rows[2]["network.width"] == 4
+
+
 def test_diverging_member_is_flagged_and_others_are_not():
-    result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, {"eta_v": [0.2, 1e20], "seed": [0, 1]}))
+    result = sweeps.run_sweep(sweeps.SweepSpec(CONFIG, DATA, {"hyper.eta_v": [0.2, 1e20], "seed": [0, 1]}))
+    assert result.diverged == [2, 3]
     for row, curve in zip(result.rows, result.curves):
-        if row["eta_v"] == 1e20:
+        if row["hyper.eta_v"] == 1e20:
             assert row["diverged"] and row["first_nonfinite_sweep"] == 1 and row["sweeps_completed"] == 0
             assert len(curve) == 1
         else:
@@ -111,23 +155,39 @@ def test_diverging_member_is_flagged_and_others_are_not():
             assert np.all(np.isfinite(curve)) and len(curve) == CONFIG.sweeps + 1 and curve[-1] < curve[0]
 
 
+def test_spec_with_overrides_changes_the_base_and_refuses_swept_keys():
+    spec = sweeps.SweepSpec(CONFIG, DATA, GRID, name="s")
+    changed = spec.with_overrides({"sweeps": 2, "hyper.eta_w": 0.1, "data.n": 12})
+    assert changed.config.sweeps == 2 and changed.config.hyper.eta_w == 0.1 and changed.data.n == 12
+    assert changed.grid == spec.grid and changed.name == "s"
+    assert all(m.config.hyper.eta_w == 0.1 for m in changed.members())
+    with pytest.raises(ValueError, match=r"hyper.gamma: is swept in \[sweep\]"):
+        spec.with_overrides({"hyper.gamma": 0.3})
+
+
 SWEEP_TOML = """
 base = "base.toml"
+[run]
 sweeps = 3
+[hyper]
 eta_v = 0.2
 eta_w = 0.2
 eta_w1 = 0.2
 [data]
 teacher_width = 4
 [sweep]
-gamma = [0.1, 0.2]
+"hyper.gamma" = [0.1, 0.2]
 seed = [0, 1]
 """
 BASE_TOML = """
+[network]
 depth = 3
 width = 4
+[algorithm]
+name = "monotone"
 k_v = 3
 k_w = 3
+[run]
 sweeps = 50
 [data]
 n = 16
@@ -142,19 +202,21 @@ def test_sweep_file_to_output_folder(tmp_path):
     (tmp_path / "s.toml").write_text(SWEEP_TOML)
     spec = sweeps.load_sweep(tmp_path / "s.toml")
     assert spec.config == CONFIG and spec.data == DATA and spec.name == "s"
-    assert spec.grid == (("gamma", (0.1, 0.2)), ("seed", (0, 1)))
+    assert spec.grid == (("hyper.gamma", (0.1, 0.2)), ("seed", (0, 1)))
 
     out = tmp_path / "out"
     result = sweeps.run_sweep(tmp_path / "s.toml", out_dir=out)
     assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "summary.jsonl", "sweep.json", "train_mse.png"]
     with open(out / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert len(table) == 4 and table[3]["gamma"] == "0.2" and table[3]["seed"] == "1"
+    assert len(table) == 4 and table[3]["hyper.gamma"] == "0.2" and table[3]["seed"] == "1"
     assert table[0]["diverged"] == "False" and table[0]["first_nonfinite_sweep"] == ""
     lines = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
     assert [line["member"] for line in lines] == [0, 1, 2, 3]
     assert lines[2]["train_mse"] == pytest.approx(list(result.curves[2]))
-    assert json.loads((out / "sweep.json").read_text())["grid"] == {"gamma": [0.1, 0.2], "seed": [0, 1]}
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["grid"] == {"hyper.gamma": [0.1, 0.2], "seed": [0, 1]}
+    assert config_from_dict(saved["config"]) == CONFIG and saved["data"]["n"] == 16
     assert (out / "train_mse.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     with pytest.raises(FileExistsError, match="out_dir: .* exists and is not empty; pass overwrite=True"):
@@ -163,15 +225,33 @@ def test_sweep_file_to_output_folder(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "grid",
+    ["[sweep.hyper]\ngamma = [0.1, 0.2]\n", "[sweep]\nhyper.gamma = [0.1, 0.2]\n"],
+    ids=["sub-table", "unquoted-dotted-key"],
+)
+def test_nested_sweep_tables_are_dotted_keys(tmp_path, grid):
+    (tmp_path / "s.toml").write_text(grid)
+    assert sweeps.load_sweep(tmp_path / "s.toml").grid == (("hyper.gamma", (0.1, 0.2)),)
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("[sweep]\nwidht = [2, 3]\n", "unknown key 'widht'"),
-        ("[sweep]\ngamma = 0.3\n", r"\[sweep\] gamma: expected a list of values, got float 0.3"),
-        ("[sweep]\ngamma = []\n", "'gamma' has no values"),
-        ("[sweep]\ngamma = [0.1, -1.0]\n", "gamma: expected a finite number > 0, got -1.0"),
-        ("[sweep.data]\nn = [0]\n", r"data.n: expected an int >= 1, got 0"),
-        ("stepsize = 1\n", r"unknown key\(s\) \['stepsize'\]"),
-        ('base = "missing.toml"\n', "base: no experiment file at"),
+        ('[sweep]\n"network.widht" = [2, 3]\n', r"unknown key 'network.widht'; \[network\] has the fields"),
+        ("[sweep]\ngamma = [0.1]\n", "did you mean 'hyper.gamma'"),
+        ('[sweep]\n"hyper.gamma" = 0.3\n', r"\[sweep\] hyper.gamma: expected a list of values, got float 0.3"),
+        ('[sweep]\n"hyper.gamma" = []\n', "'hyper.gamma' has no values"),
+        ('[sweep]\n"hyper.gamma" = [0.1, -1.0]\n', r"hyper.gamma: expected a number in \(0, inf.*, got -1.0"),
+        ('[sweep]\n"algorithm.k_v" = [-1]\n', "k_v: expected an int >= 0, got -1"),
+        ("[sweep.data]\nn = [0]\n", "data.n: expected an int >= 1, got 0"),
+        ("stepsize = 1\n[sweep]\nseed = [1]\n", r"unknown key\(s\) \['stepsize'\]"),
+        ('base = "missing.toml"\n[sweep]\nseed = [1]\n', "base: no experiment file at"),
+        ("[run]\nsweps = 3\n[sweep]\nseed = [1]\n", r"unknown key\(s\) \['sweps'\] in \[run\]"),
+        ("[network]\nwidth = 0\n[sweep]\nseed = [1]\n", "width: expected an int >= 1, got 0"),
+        ("[run]\nseed = 1\n", r"no \[sweep\] table \(or an empty one\)"),
+        ("[sweep]\n", r"no \[sweep\] table \(or an empty one\)"),
+        ("sweep = 3\n", r"\[sweep\]: expected a table, got int 3"),
     ],
 )
 def test_bad_sweep_files_name_the_key(tmp_path, text, message):
@@ -181,8 +261,6 @@ def test_bad_sweep_files_name_the_key(tmp_path, text, message):
 
 
 def test_repository_sweep_files_load():
-    from pathlib import Path
-
     files = sorted((Path(__file__).parent.parent / "configs").glob("sweep_*.toml"))
     assert files
     for path in files:
