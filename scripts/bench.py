@@ -5,7 +5,7 @@ One run measures, on the same machine:
   a. seconds per sweep (median over repeats, after a warm-up call; each repeat times one
      ``bcd_jax.run`` call of several sweeps with ``jax.block_until_ready`` and divides) and
      the compile time, in float32, at the paper's Figure 1 size and at a larger size;
-  b. the achieved GFLOP/s (``bcd_jax.flops.sweep_flops`` incl. diagnostics / time) next to
+  b. the achieved GFLOP/s (``bcd_jax.algorithms.akiyama_flops.sweep_flops`` incl. diagnostics / time) next to
      this machine's float32 matmul rate (a jitted 2048 x 2048 ``jnp.dot``, median);
      plus a profile of one Figure-1 sweep (the same run with parts of the sweep switched off);
   c. reference points: Algorithm 1's sweep written as the paper's pseudocode reads (a Python
@@ -14,9 +14,13 @@ One run measures, on the same machine:
   d. time to target (compiled runs, compilation excluded): bcd_jax against optax Adam and
      SGD backpropagation on the same network, data and initial weights, each method run on
      a small grid of step sizes and credited, per target, with its fastest run; on the
-     Figure 1 teacher problem and on scikit-learn's digits (regression onto one-hot
+     Figure 1 teacher problem and on the digits of bcd_jax.datasets (regression onto one-hot
      targets). Time to target = (sweeps or steps to reach it) x (median seconds per sweep
      or step of that method's runs here). Writes the digits curves to a PNG.
+
+The per-sample reference of c. is ``tests/reference.py`` (the tests' NumPy float64 reference,
+imported from the repository's ``tests/`` folder); the backprop runs of d. are
+``bcd_jax.baselines.fit_backprop``; the timing helpers are ``bcd_jax.timing``.
 
 Usage:
   python scripts/bench.py [--quick] [--out results/bench.json]
@@ -26,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import json
 import os
 import platform
 import statistics
@@ -42,8 +44,18 @@ import numpy as np
 import optax
 
 import bcd_jax
+from bcd_jax import timing
+from bcd_jax.algorithms import make_data
+from bcd_jax.algorithms.akiyama_flops import diagnostics_flops, prepare_flops, sweep_flops, sweep_flops_breakdown
 from bcd_jax.baselines import fit_backprop
-from bcd_jax.flops import diagnostics_flops, jaxpr_flops, prepare_flops, sweep_flops, sweep_flops_breakdown
+from bcd_jax.datasets import load_digits
+from bcd_jax.driver.loop import compiled_loop, run_loop
+from bcd_jax.flops import traced_sweep_flops
+from bcd_jax.io import atomic_write, atomic_write_text, dumps_json
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' NumPy reference of the sweep (tests/reference.py)
+import reference  # noqa: E402
 
 FIG1 = dict(n=500, d_in=600, depth=5, width=30)
 LARGE = dict(n=8192, d_in=784, depth=7, width=256)
@@ -82,8 +94,8 @@ FULL = Settings(
     quick=False, repeats=7, fig1_sweeps_per_call=20, profile=True,
     large=LARGE, large_repeats=3, large_sweeps_per_call=1,
     loop_samples_fig1=None, loop_samples_large=64, vec_samples_large=None,
-    fig1_sweeps=60, fig1_steps=3000, fig1_bcd_grid=({}, {"gamma": 0.4}),
-    digits_sweeps=150, digits_steps=5000, digits_bcd_grid=({}, {"eta_v": 0.1}, {"eta_v": 0.02}),
+    fig1_sweeps=60, fig1_steps=3000, fig1_bcd_grid=({}, {"hyper.gamma": 0.4}),
+    digits_sweeps=150, digits_steps=5000, digits_bcd_grid=({}, {"hyper.eta_v": 0.1}, {"hyper.eta_v": 0.02}),
     target_repeats=5,
 )
 QUICK = Settings(
@@ -91,7 +103,7 @@ QUICK = Settings(
     large=QUICK_LARGE, large_repeats=2, large_sweeps_per_call=1,
     loop_samples_fig1=10, loop_samples_large=4, vec_samples_large=128,
     fig1_sweeps=15, fig1_steps=150, fig1_bcd_grid=({},),
-    digits_sweeps=10, digits_steps=150, digits_bcd_grid=({"eta_v": 0.02},),
+    digits_sweeps=10, digits_steps=150, digits_bcd_grid=({"hyper.eta_v": 0.02},),
     target_repeats=1, adam_lrs=(1e-2,), sgd_lrs=(0.3,), extra_exact_runs=False,
 )
 
@@ -112,42 +124,18 @@ def median(xs):
     return float(statistics.median(xs))
 
 
-WAIT_IDLE_PER_REPEAT = 0.0  # set by --wait-idle: before each timed call, wait up to this long for idle CPUs
+# Every timed call is a measurement of this meter: it waits for idle CPUs first (--wait-idle sets
+# the limit) and accounts the CPU time other processes take meanwhile.
+CONTENTION = timing.Contention()
 
 
-# Seconds of CPU that other processes used, and wall seconds, while measurements ran (see measuring()).
-_CONTENTION = {"others_cpu_s": 0.0, "wall_s": 0.0}
-
-
-class measuring:
-    """Context of one measurement: first waits for idle CPUs (with --wait-idle), then accounts
-    the CPU time that other processes take while it runs into ``_CONTENTION``."""
-
-    def __enter__(self):
-        if WAIT_IDLE_PER_REPEAT > 0:
-            wait_for_idle(WAIT_IDLE_PER_REPEAT, interval=0.25)
-        self.t0, self.own0, self.ticks0 = time.perf_counter(), sum(os.times()[:2]), _cpu_ticks()
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.t0
-        ticks = _cpu_ticks()
-        if ticks is not None and self.ticks0 is not None:
-            busy_s = (ticks[0] - self.ticks0[0]) / os.sysconf("SC_CLK_TCK")
-            _CONTENTION["others_cpu_s"] += max(busy_s - (sum(os.times()[:2]) - self.own0), 0.0)
-            _CONTENTION["wall_s"] += wall
-        return False
+def measuring():
+    return CONTENTION.measure()
 
 
 def timed(fn, repeats: int) -> list[float]:
     """Wall seconds of ``repeats`` calls of ``fn`` (each blocked until its result is ready)."""
-    out = []
-    for _ in range(repeats):
-        with measuring():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            out.append(time.perf_counter() - t0)
-    return out
+    return timing.time_calls(fn, repeats, contention=CONTENTION)
 
 
 def machine_info() -> dict:
@@ -170,47 +158,8 @@ def machine_info() -> dict:
         "optax": optax.__version__,
         "bcd_jax": getattr(bcd_jax, "__version__", "?"),
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "loadavg_start": _loadavg(),
+        "loadavg_start": timing.load_average(),
     }
-
-
-def _loadavg():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all CPUs from /proc/stat, or None where unavailable."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_fraction(interval: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``interval`` seconds (this process idle meanwhile)."""
-    a = _cpu_ticks()
-    time.sleep(interval)
-    b = _cpu_ticks()
-    if a is None or b is None or b[1] == a[1]:
-        return None
-    return (b[0] - a[0]) / (b[1] - a[1])
-
-
-def wait_for_idle(max_wait: float, interval: float = 0.5, threshold: float = 0.25, what: str = "") -> tuple[float, float | None]:
-    """Waits up to ``max_wait`` seconds until less than ``threshold`` of the CPUs are busy."""
-    waited, busy = 0.0, busy_fraction(interval)
-    while busy is not None and busy > threshold and waited < max_wait:
-        if what and waited == 0:
-            log(f"   waiting for an idle machine (busy {busy:.0%}) before {what}")
-        time.sleep(1.0)
-        waited += 1.0 + interval
-        busy = busy_fraction(interval)
-    return waited, busy
 
 
 class Section:
@@ -221,48 +170,50 @@ class Section:
         self.name, self.record, self.wait_idle = name, record, wait_idle
 
     def __enter__(self):
-        waited, busy = wait_for_idle(self.wait_idle, what=self.name) if self.wait_idle > 0 else (0.0, busy_fraction(0.5))
+        if self.wait_idle > 0:
+            def note(busy):
+                log(f"   waiting for an idle machine (busy {busy:.0%}) before {self.name}")
+
+            waited, busy = timing.wait_for_idle(self.wait_idle, on_wait=note)
+        else:
+            waited, busy = 0.0, timing.busy_fraction(0.5)
         self.entry = {"busy_before": busy, "waited_s": waited}
         self.t0 = time.perf_counter()
-        _CONTENTION.update(others_cpu_s=0.0, wall_s=0.0)
+        CONTENTION.reset()
         return self
 
     def __exit__(self, *exc):
-        measured = _CONTENTION["wall_s"]
-        others = _CONTENTION["others_cpu_s"] / (measured * (os.cpu_count() or 1)) if measured > 0 else None
         self.record[self.name] = {**self.entry, "wall_s": time.perf_counter() - self.t0,
-                                  "measured_s": measured, "others_cpu_fraction": others}
+                                  "measured_s": CONTENTION.wall_s, "others_cpu_fraction": CONTENTION.others_fraction}
         return False
-
-
-_FIT_TAKES_QUIET = "quiet" in inspect.signature(bcd_jax.fit).parameters
 
 
 def bcd_fit(X, Y, config, params):
     """``bcd_jax.fit`` from given weights, silent, with its divergence warnings recorded."""
-    kwargs = {"quiet": True} if _FIT_TAKES_QUIET else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = bcd_jax.fit(X, Y, config, init_params=params, **kwargs)
+        result = bcd_jax.fit(X, Y, config, init_params=params, progress=None)
     return result, [str(w.message) for w in caught]
 
 
+def fig1_config(depth: int, width: int) -> bcd_jax.Config:
+    """The library defaults (= the paper's Figure 1 settings) at this depth and width."""
+    return bcd_jax.Config(network=bcd_jax.Network(depth=depth, width=width))
+
+
 def figure1_problem(data_seed: int, init_seed: int):
-    config = bcd_jax.Config(depth=FIG1["depth"], width=FIG1["width"])  # library defaults = Figure 1
+    config = fig1_config(FIG1["depth"], FIG1["width"])
     X, Y = bcd_jax.teacher_problem(jax.random.key(data_seed), n=FIG1["n"], d_in=FIG1["d_in"])
     params = bcd_jax.init_params(jax.random.key(init_seed), config, FIG1["d_in"], 1)
     return config, X, Y, params
 
 
 def digits_problem():
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    X = digits.data.astype(np.float64)
-    std = X.std(axis=0)
-    std[std == 0] = 1.0  # a few pixels are constant
-    X = ((X - X.mean(axis=0)) / std).astype(np.float32)
-    Y = np.eye(10, dtype=np.float32)[digits.target]
+    """All 1797 digits (bcd_jax.datasets' train and test parts, standardised with the training
+    part's statistics) with one-hot targets, fitted by regression."""
+    data = load_digits()
+    X = np.concatenate([data.X_train, data.X_test])
+    Y = np.eye(data.num_classes, dtype=np.float32)[np.concatenate([data.y_train, data.y_test])]
     return jnp.asarray(X), jnp.asarray(Y)
 
 
@@ -283,11 +234,17 @@ def matmul_peak(size: int, repeats: int) -> dict:
 
 
 def compile_seconds(config, state, X, Y, num_sweeps: int) -> float | None:
-    """Seconds to trace and compile ``bcd_jax.run`` ahead of time (``jax.jit(...).lower().compile()``)."""
+    """Seconds to trace and compile the multi-sweep loop of ``bcd_jax.run`` ahead of time.
+
+    A fresh ``jax.jit`` of the public ``bcd_jax.driver.loop.run_loop``, so no cached program is reused.
+    """
+    network = config.resolved_network
     try:
-        fn = jax.jit(bcd_jax.run, static_argnames=("config", "num_sweeps"))
+        fn = jax.jit(run_loop, static_argnames=("algorithm", "network", "num_sweeps"))
+        data = make_data(X, Y, network)
         t0 = time.perf_counter()
-        fn.lower(state, X, Y, config=config, num_sweeps=num_sweeps).compile()
+        fn.lower(state.blocks, state.cache, data, config.hyper_arrays(X.dtype), algorithm=config.algorithm,
+                 network=network, num_sweeps=num_sweeps).compile()
         return time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - fall back to first call - steady call
         log(f"   (ahead-of-time compile failed: {type(exc).__name__}; using first call - steady call)")
@@ -328,53 +285,50 @@ def time_sweeps(config, X, Y, params, sweeps_per_call: int, repeats: int, measur
 
 
 def flops_crosscheck(config, n: int, d_in: int, d_out: int) -> dict:
-    """The closed-form count against a count of the traced program of the public ``bcd_jax.sweep``.
+    """The closed-form count against a count of the traced program of one sweep.
 
-    ``bcd_jax.sweep`` (one sweep outside ``run``) also prepares the data matrices and computes
-    the diagnostics, so it is compared with ``sweep_flops(include_diagnostics=True) +
-    prepare_flops``. Tracing only: nothing is computed.
+    ``bcd_jax.flops.traced_sweep_flops`` counts the algorithm's ``step`` (a sweep and its
+    diagnostics), compared with ``sweep_flops(include_diagnostics=True)``, and its ``prepare``
+    (the data-only work), compared with ``prepare_flops``. Tracing only: nothing is computed.
     """
-    sds = jax.ShapeDtypeStruct
-    shapes = bcd_jax.model.layer_shapes(config, d_in, d_out)
-    state = bcd_jax.BCDState(tuple(sds(s, jnp.float32) for s in shapes),
-                             tuple(sds((n, config.width), jnp.float32) for _ in range(config.depth - 1)),
-                             sds((), jnp.int32))
-    closed = sweep_flops(config, n, d_in, d_out, include_diagnostics=True) + prepare_flops(config, n, d_in)
+    closed = sweep_flops(config, n, d_in, d_out, include_diagnostics=True)
+    closed_prepare = prepare_flops(config, n, d_in)
     try:
-        traced = jaxpr_flops(lambda s, X, Y: bcd_jax.sweep(s, X, Y, config), state,
-                             sds((n, d_in), jnp.float32), sds((n, d_out), jnp.float32))
+        traced = traced_sweep_flops(config, n, d_in, d_out)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         return {"closed_form": closed, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"closed_form": closed, "traced": traced, "traced_over_closed": traced / closed}
+    return {"closed_form": closed, "traced": traced["step"], "traced_over_closed": traced["step"] / closed,
+            "prepare_closed_form": closed_prepare, "prepare_traced": traced["prepare"]}
 
 
 def bench_speed_fig1(settings: Settings) -> dict:
     out = {}
     config, X, Y, params = figure1_problem(0, 1)
     log("a. Figure 1 size: seconds per sweep")
-    out["fig1"] = {"sizes": FIG1, "config": _config_dict(config),
+    out["fig1"] = {"sizes": FIG1, "config": config.to_dict(),
                    **time_sweeps(config, X, Y, params, settings.fig1_sweeps_per_call, settings.repeats, True)}
 
     variants = {} if not settings.profile else {
         "default": {},
-        "first_layer_form=primal": {"first_layer_form": "primal"},
-        "k_v=0 (no V loops)": {"k_v": 0},
-        "k_w=0 (no W_1 loop)": {"k_w": 0},
-        "k_v=k_w=0 (single steps + diagnostics)": {"k_v": 0, "k_w": 0},
-        "inner=exact": {"inner": "exact"},
+        "first_layer_form=primal": {"algorithm.first_layer_form": "primal"},
+        "k_v=0 (no V loops)": {"algorithm.k_v": 0},
+        "k_w=0 (no W_1 loop)": {"algorithm.k_w": 0},
+        "k_v=k_w=0 (single steps + diagnostics)": {"algorithm.k_v": 0, "algorithm.k_w": 0},
+        "inner=exact": {"algorithm.inner": "exact"},
     }
     if variants:
         log("   profile of one Figure-1 sweep (parts switched off)")
     profile = {}
     for name, change in variants.items():
-        cfg = config.replace(**change)
+        cfg = config.with_overrides(change)
         res = time_sweeps(cfg, X, Y, params, settings.fig1_sweeps_per_call, settings.repeats)
         profile[name] = {k: res[k] for k in ("seconds_per_sweep", "seconds_per_sweep_min", "gflop_per_sweep", "gflops")}
     out["fig1_profile"] = profile
     out["flops_crosscheck"] = {
         "fig1": flops_crosscheck(config, FIG1["n"], FIG1["d_in"], 1),
-        "fig1_primal": flops_crosscheck(config.replace(first_layer_form="primal"), FIG1["n"], FIG1["d_in"], 1),
-        "large": flops_crosscheck(bcd_jax.Config(depth=settings.large["depth"], width=settings.large["width"]),
+        "fig1_primal": flops_crosscheck(config.with_overrides({"algorithm.first_layer_form": "primal"}), FIG1["n"],
+                                        FIG1["d_in"], 1),
+        "large": flops_crosscheck(fig1_config(settings.large["depth"], settings.large["width"]),
                                   settings.large["n"], settings.large["d_in"], 1),
     }
     return out
@@ -382,7 +336,7 @@ def bench_speed_fig1(settings: Settings) -> dict:
 
 def large_problem(size: dict):
     """Config, data and initial weights of the larger benchmark problem (the same in every stage)."""
-    cfg = bcd_jax.Config(depth=size["depth"], width=size["width"])
+    cfg = fig1_config(size["depth"], size["width"])
     X, Y = bcd_jax.teacher_problem(jax.random.key(2), n=size["n"], d_in=size["d_in"])
     return cfg, X, Y, bcd_jax.init_params(jax.random.key(3), cfg, size["d_in"], 1)
 
@@ -392,7 +346,7 @@ def bench_speed_large(settings: Settings) -> dict:
     size = settings.large
     log(f"a. larger size {size}: seconds per sweep")
     cfg, X, Y, params = large_problem(size)
-    out["large"] = {"sizes": size, "config": _config_dict(cfg),
+    out["large"] = {"sizes": size, "config": cfg.to_dict(),
                     **time_sweeps(cfg, X, Y, params, settings.large_sweeps_per_call, settings.large_repeats, True),
                     "memory": compiled_memory(cfg, X, Y, params)}
     return out
@@ -400,8 +354,8 @@ def bench_speed_large(settings: Settings) -> dict:
 
 def bench_sweep_throughput(settings: Settings) -> dict:
     """16 members of a hyperparameter sweep in one compiled program against 16 runs one by one."""
+    from bcd_jax.driver.sweeps import measure_throughput
     from bcd_jax.experiments import DataSpec
-    from bcd_jax.sweeps import measure_throughput
 
     log("e. sweep throughput: 16 members in one program vs one by one")
     data = DataSpec(n=64, d_in=96, teacher_width=8) if settings.quick else DataSpec()
@@ -411,18 +365,14 @@ def bench_sweep_throughput(settings: Settings) -> dict:
 
 
 def compiled_memory(cfg, X, Y, params) -> dict:
-    """XLA's buffer plan for fit's compiled run (state donated), next to the O(n r L) state size."""
-    from bcd_jax import solver
-
+    """XLA's buffer plan for fit's compiled run (blocks donated), next to the O(n r L) state size."""
+    network = cfg.resolved_network
     state = bcd_jax.init_state(params, X, Y, cfg)
-    data = solver._Data(X, Y)
-    structure = solver.Structure.of(cfg)
-    aux = solver._prepare_jit(X, structure=structure)
-    compiled = solver._run_jit_donating.lower(state, data, cfg.step_sizes(X.dtype), structure=structure, num_sweeps=1,
-                                              aux=aux, limit=jnp.asarray(1, jnp.int32)).compile()
+    compiled = compiled_loop(state.blocks, state.cache, make_data(X, Y, network), cfg.hyper_arrays(X.dtype),
+                             algorithm=cfg.algorithm, network=network, num_sweeps=1)
     mem = compiled.memory_analysis()
     item = X.dtype.itemsize
-    n, d_in = X.shape
+    n, _ = X.shape
     info = {
         "argument_bytes": int(mem.argument_size_in_bytes),
         "output_bytes": int(mem.output_size_in_bytes),
@@ -430,20 +380,31 @@ def compiled_memory(cfg, X, Y, params) -> dict:
         "alias_bytes": int(mem.alias_size_in_bytes),
         "state_bytes": int(sum(np.asarray(a).nbytes for a in jax.tree.leaves(state))),
         "data_bytes": int((X.size + Y.size) * item),
-        "hidden_bytes_n_r_L": int(n * cfg.width * (cfg.depth - 1) * item),
+        "hidden_bytes_n_r_L": int(n * network.width * (network.depth - 1) * item),
     }
     info["peak_bytes"] = info["argument_bytes"] + info["output_bytes"] - info["alias_bytes"] + info["temp_bytes"]
     return info
 
 
-def _config_dict(config) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
-            for k, v in dataclasses.asdict(config).items()}
+# --------------------------------------------------------------------------------------
+# c: NumPy references (Algorithm 1, the library's update rules)
+# --------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------
-# c: NumPy references (Algorithm 1, LeakyReLU, the library's update rules)
-# --------------------------------------------------------------------------------------
+def numpy_sweep_loop(W, V, X, Y, config):
+    """One sweep of ``tests/reference.py``: the pseudocode as it reads, one sample at a time (float64).
+
+    Python loops over the samples and the inner iterations, activations written out by hand;
+    the tests' reference of the same update rules (per-sample 1/2 ||.||^2, mean weight
+    gradients, primal K_W loop). Takes and returns bcd_jax's ``(W_1..W_L)``, ``(V_1..V_{L-1})``.
+    """
+    network, algorithm, h = config.resolved_network, config.algorithm, config.hyper
+    act = reference.reference_activation(network.layer_activations[0].name, network.negative_slope)
+    V_paper = [np.asarray(X, np.float64)] + [np.asarray(v, np.float64) for v in V]
+    W_paper, V_paper = reference.sweep(reference.as_paper(W), V_paper, np.asarray(Y, np.float64), act=act,
+                                       spec=algorithm.spec, gamma=h.gamma, eta_v=h.eta_v, eta_w=h.eta_w,
+                                       eta_w1=h.eta_w1, k_v=algorithm.k_v, k_w=algorithm.k_w)
+    return W_paper[1:], V_paper[1:]
 
 
 def _leaky(a):
@@ -456,51 +417,12 @@ def _leaky(a):
     return value_and_slope
 
 
-def numpy_sweep_loop(W, V, X, Y, config):
-    """One Algorithm-1 sweep as the pseudocode reads: Python loops over the samples (lines 3-4, 7-9).
-
-    The weight gradients, sums over i in the pseudocode, are matrix products. Same
-    conventions as bcd_jax (per-sample 1/2 ||.||^2, mean weight gradients), primal K_W loop.
-    """
-    act = _leaky(config.negative_slope)
-    f32 = np.float32
-    gamma, eta_v, eta_w, eta_w1 = f32(config.gamma), f32(config.eta_v), f32(config.eta_w), f32(config.eta_w1)
-    W = [w.copy() for w in W]
-    V = [v.copy() for v in V]
-    n, L = X.shape[0], len(W)
-    # line 2: W_L
-    W[-1] = W[-1] - eta_w * ((V[-1] @ W[-1].T - Y).T @ V[-1]) / f32(n)
-    # lines 3-4: every V_{L-1,i}, one step
-    w_out = W[-1]
-    for i in range(n):
-        v = V[-1][i]
-        V[-1][i] = v - eta_v * (w_out.T @ (w_out @ v - Y[i]))
-    inputs = [X] + V  # inputs[j-1] is V_{j-1}; the V arrays are updated in place
-    for j in range(L - 1, 1, -1):
-        # line 6: W_j, one step
-        w, v_prev, v_next = W[j - 1], inputs[j - 1], inputs[j]
-        s, ds = act(v_prev @ w.T)
-        W[j - 1] = w = w - gamma * eta_w * ((ds * (s - v_next)).T @ v_prev) / f32(n)
-        # lines 7-9: for each sample, K_V steps on V_{j-1,i}
-        step = gamma * eta_v
-        for i in range(n):
-            u, target = v_prev[i].copy(), v_next[i]
-            for _ in range(config.k_v):
-                s, ds = act(w @ u)
-                u -= step * (w.T @ (ds * (s - target)))
-            v_prev[i] = u
-    # lines 10-11: K_W steps on W_1
-    for _ in range(config.k_w):
-        s, ds = act(X @ W[0].T)
-        W[0] = W[0] - gamma * eta_w1 * ((ds * (s - V[0])).T @ X) / f32(n)
-    return W, V
-
-
 def numpy_sweep_vectorised(W, V, X, Y, config):
-    """The same sweep with every per-sample loop a batched NumPy product."""
-    act = _leaky(config.negative_slope)
+    """The same Algorithm-1 sweep (LeakyReLU, primal K_W loop) with every per-sample loop a batched NumPy product."""
+    act = _leaky(config.network.negative_slope)
     f32 = np.float32
-    gamma, eta_v, eta_w, eta_w1 = f32(config.gamma), f32(config.eta_v), f32(config.eta_w), f32(config.eta_w1)
+    h, k_v, k_w = config.hyper, config.algorithm.k_v, config.algorithm.k_w
+    gamma, eta_v, eta_w, eta_w1 = f32(h.gamma), f32(h.eta_v), f32(h.eta_w), f32(h.eta_w1)
     W = list(W)
     V = list(V)
     n, L = X.shape[0], len(W)
@@ -511,11 +433,11 @@ def numpy_sweep_vectorised(W, V, X, Y, config):
         s, ds = act(v_prev @ w.T)
         W[j - 1] = w = w - gamma * eta_w * ((ds * (s - v_next)).T @ v_prev) / f32(n)
         u = v_prev
-        for _ in range(config.k_v):
+        for _ in range(k_v):
             s, ds = act(u @ w.T)
             u = u - (gamma * eta_v) * ((ds * (s - v_next)) @ w)
         V[j - 2] = u
-    for _ in range(config.k_w):
+    for _ in range(k_w):
         s, ds = act(X @ W[0].T)
         W[0] = W[0] - gamma * eta_w1 * ((ds * (s - V[0])).T @ X) / f32(n)
     return W, V
@@ -523,7 +445,8 @@ def numpy_sweep_vectorised(W, V, X, Y, config):
 
 def _state_numpy(config, X, Y, params):
     state = bcd_jax.init_state(params, X, Y, config)
-    return ([np.asarray(w) for w in state.weights], [np.array(v) for v in state.hidden],
+    blocks = state.blocks
+    return ([np.asarray(w) for w in blocks.weights], [np.array(v) for v in blocks.hidden],
             np.asarray(X), np.asarray(Y), state)
 
 
@@ -539,7 +462,7 @@ def time_numpy_reference(fn, config, X, Y, params, samples: int | None, repeats:
     m = n if samples is None or samples >= n else samples
     Vm = [v[:m] for v in V]
     if m < n:  # keep the K_W loop stable on the subset (its Gram is larger per sample); same operations
-        config = config.replace(eta_w1=config.eta_w1 * m / max(n, d_in))
+        config = config.with_overrides({"hyper.eta_w1": config.hyper.eta_w1 * m / max(n, d_in)})
     times = []
     for _ in range(repeats):
         Vc = [v.copy() for v in Vm]
@@ -556,7 +479,7 @@ def bench_references_fig1(settings: Settings) -> dict:
     log("c. NumPy references, Figure 1 size (agreement check, then timing)")
     W, V, Xn, Yn, state = _state_numpy(config, X, Y, params)
     jax_state, _ = bcd_jax.sweep(state, X, Y, config)
-    jax_blocks = list(jax_state.weights) + list(jax_state.hidden)
+    jax_blocks = list(jax_state.blocks.weights) + list(jax_state.blocks.hidden)
     Wv, Vv = numpy_sweep_vectorised(W, [v.copy() for v in V], Xn, Yn, config)
     agreement = {"vectorised_vs_bcd_jax_max_rel_diff": _max_rel_diff(Wv + Vv, jax_blocks)}
     loop = time_numpy_reference(numpy_sweep_loop, config, X, Y, params, settings.loop_samples_fig1, 1)
@@ -593,8 +516,9 @@ def speedups(speed: dict, references: dict, peak: dict) -> None:
     if primal:
         ref = references["fig1"]
         ref["bcd_jax_primal_seconds_per_sweep"] = primal["seconds_per_sweep"]
-        ref["speedup_vs_vectorised_same_form"] = ref["numpy_vectorised"]["seconds_per_sweep"] / primal["seconds_per_sweep"]
-        ref["speedup_vs_loop_same_form"] = ref["numpy_loop"]["seconds_per_sweep"] / primal["seconds_per_sweep"]
+        primal_s = primal["seconds_per_sweep"]
+        ref["speedup_vs_vectorised_same_form"] = ref["numpy_vectorised"]["seconds_per_sweep"] / primal_s
+        ref["speedup_vs_loop_same_form"] = ref["numpy_loop"]["seconds_per_sweep"] / primal_s
 
 
 # --------------------------------------------------------------------------------------
@@ -634,12 +558,21 @@ def _bcd_rerun(X, Y, cfg, params):
     return rerun
 
 
+def backprop(X, Y, cfg, params, make, lr, steps: int):
+    """``bcd_jax.baselines.fit_backprop`` on the squared error (bcd_jax's ``train_mse``), full batch.
+
+    The optimiser factory ``make`` (``optax.adam``, ``optax.sgd``) gets the learning rate as a
+    traced number, so a learning-rate grid compiles once.
+    """
+    return fit_backprop(X, Y, cfg, optimizer=make, learning_rate=lr, steps=steps, init_params=params, loss="squared")
+
+
 def _optax_rerun(X, Y, cfg, params, make, lr):
     def rerun(k: int, repeats: int) -> list[float]:
         times = []
         for _ in range(repeats):
             with measuring():
-                times.append(fit_backprop(X, Y, cfg, optimizer=make(lr), steps=k, init_params=params).wall_time)
+                times.append(backprop(X, Y, cfg, params, make, lr, k).wall_time)
         return times
 
     return rerun
@@ -648,7 +581,7 @@ def _optax_rerun(X, Y, cfg, params, make, lr):
 def run_bcd_grid(X, Y, base, params, grid, sweeps, label_prefix="bcd_jax") -> list[dict]:
     runs = []
     for change in grid:
-        cfg = base.replace(sweeps=sweeps, **change)
+        cfg = base.with_overrides({"sweeps": sweeps, **change})
         with measuring():
             res, warns = bcd_fit(X, Y, cfg, params)
         done = max(res.sweeps_completed, 1)
@@ -664,11 +597,12 @@ def run_optax_grid(X, Y, config, params, name, make, lrs, steps) -> list[dict]:
     runs = []
     for lr in lrs:
         with measuring():
-            res = fit_backprop(X, Y, config, optimizer=make(lr), steps=steps, init_params=params)
-        hist = np.asarray(res.train_mse, np.float64)
+            res = backprop(X, Y, config, params, make, lr, steps)
+        hist = np.asarray(res.train_loss, np.float64)
         runs.append(_run_summary(f"{name} lr={lr}", hist, res.wall_time, steps, res.compile_time,
                                  _optax_rerun(X, Y, config, params, make, lr), {"lr": lr}))
-        log(f"   {name} lr={lr}: {runs[-1]['seconds_per_step'] * 1e3:.3f} ms/step, final MSE {runs[-1]['final_mse']:.3g}")
+        last = runs[-1]
+        log(f"   {name} lr={lr}: {last['seconds_per_step'] * 1e3:.3f} ms/step, final MSE {last['final_mse']:.3g}")
     return runs
 
 
@@ -749,13 +683,13 @@ def plot_digits(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("wall time, compilation excluded [s]")
     ax.set_ylabel("training MSE  mean_i ||f(x_i) - y_i||^2")
-    ax.set_title("sklearn digits (n=1797, d_in=64, one-hot d_out=10), L=5, r=30\n"
+    ax.set_title("digits (n=1797, d_in=64, one-hot d_out=10), L=5, r=30\n"
                  "same network, data and initial weights; best run of each method", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -779,11 +713,14 @@ def report(results: dict) -> str:
     m = results["machine"]
     lines.append("== machine ==")
     lines.append(f"{m['platform']} | {m['cpu_model']} | {m['cpu_count']} CPUs | jax {m['jax']} on {m['device']} | "
-                 f"numpy {m['numpy']} | optax {m['optax']} | load avg start {m['loadavg_start']} end {m.get('loadavg_end')}")
+                 f"numpy {m['numpy']} | optax {m['optax']} | load avg start {m['loadavg_start']} "
+                 f"end {m.get('loadavg_end')}")
     sec = results.get("sections", {})
     if sec:
-        lines.append("CPU share taken by OTHER processes while each stage measured (timings are inflated when high): " + ", ".join(
-            f"{k} {v['others_cpu_fraction']:.0%}" if v["others_cpu_fraction"] is not None else f"{k} ?" for k, v in sec.items()))
+        shares = ", ".join(f"{k} {v['others_cpu_fraction']:.0%}" if v["others_cpu_fraction"] is not None else f"{k} ?"
+                           for k, v in sec.items())
+        lines.append(f"CPU share taken by OTHER processes while each stage measured (timings are inflated when high): "
+                     f"{shares}")
     peak = results["matmul_peak"]
     lines.append(f"float32 matmul {peak['size']}^2 (jitted jnp.dot): {peak['gflops_median']:.1f} GFLOP/s median, "
                  f"{peak['gflops_best']:.1f} best")
@@ -791,12 +728,14 @@ def report(results: dict) -> str:
     s = results["speed"]
     lines.append("")
     lines.append("== a/b. bcd_jax float32 seconds per sweep (bcd_jax.run, median over repeats) ==")
-    lines.append(f"{'size':<40} {'s/sweep (min..max)':<28} {'compile':>9} {'GFLOP/sweep':>12} {'GFLOP/s':>8} {'% matmul':>9}")
+    lines.append(f"{'size':<40} {'s/sweep (min..max)':<28} {'compile':>9} {'GFLOP/sweep':>12} {'GFLOP/s':>8} "
+                 f"{'% matmul':>9}")
     for key in ("fig1", "large"):
         r = s[key]
         z = r["sizes"]
         name = f"{key}: n={z['n']} d_in={z['d_in']} r={z['width']} L={z['depth']}"
-        span = f"{fmt_s(r['seconds_per_sweep'])} ({fmt_s(r['seconds_per_sweep_min'])}..{fmt_s(r['seconds_per_sweep_max'])})"
+        span = (f"{fmt_s(r['seconds_per_sweep'])} "
+                f"({fmt_s(r['seconds_per_sweep_min'])}..{fmt_s(r['seconds_per_sweep_max'])})")
         lines.append(f"{name:<40} {span:<28} {fmt_s(r['compile_seconds']):>9} {r['gflop_per_sweep']:>12.2f} "
                      f"{r['gflops']:>8.1f} {100 * r['fraction_of_matmul_peak']:>8.0f}%")
     mem = s["large"].get("memory")
@@ -804,7 +743,8 @@ def report(results: dict) -> str:
         mib = 2.0**20
         lines.append(f"large: XLA buffers of the compiled run {mem['peak_bytes'] / mib:.0f} MiB (arguments "
                      f"{mem['argument_bytes'] / mib:.0f}, temporaries {mem['temp_bytes'] / mib:.0f}, outputs "
-                     f"{mem['output_bytes'] / mib:.0f}, donated {mem['alias_bytes'] / mib:.0f}); data {mem['data_bytes'] / mib:.0f} MiB, "
+                     f"{mem['output_bytes'] / mib:.0f}, donated {mem['alias_bytes'] / mib:.0f}); "
+                     f"data {mem['data_bytes'] / mib:.0f} MiB, "
                      f"V's n*r*(L-1) {mem['hidden_bytes_n_r_L'] / mib:.0f} MiB")
     if s["fig1_profile"]:
         lines.append("profile of one Figure-1 sweep (same run, parts switched off):")
@@ -814,24 +754,29 @@ def report(results: dict) -> str:
 
     xc = s.get("flops_crosscheck", {})
     if xc:
-        lines.append("sweep_flops vs a count of the traced bcd_jax.sweep program: " + ", ".join(
-            f"{k} {v['traced_over_closed']:.4f}x" if "traced" in v else f"{k} n/a ({v['error'][:60]})" for k, v in xc.items()))
+        ratios = ", ".join(f"{k} {v['traced_over_closed']:.4f}x" if "traced" in v else f"{k} n/a ({v['error'][:60]})"
+                           for k, v in xc.items())
+        lines.append(f"sweep_flops vs a count of the traced program of one sweep: {ratios}")
     c = results["references"]
     lines.append("")
-    lines.append("== c. reference implementations of the same sweep (float32) ==")
-    lines.append(f"{'size':<8} {'numpy per-sample loop':<32} {'numpy vectorised':<20} {'bcd_jax':<10} {'x vs loop':>9} {'x vs vec':>9}")
+    lines.append("== c. reference implementations of the same sweep (tests/reference.py per-sample loop in float64; "
+                 "vectorised NumPy and bcd_jax in float32) ==")
+    lines.append(f"{'size':<8} {'numpy per-sample loop':<32} {'numpy vectorised':<20} {'bcd_jax':<10} {'x vs loop':>9} "
+                 f"{'x vs vec':>9}")
     for key in ("fig1", "large"):
         r = c[key]
         lp = r["numpy_loop"]
         note = f" (from {lp['samples_timed']} samples)" if lp["extrapolated"] else ""
         vp = r["numpy_vectorised"]
         vnote = f" (from {vp['samples_timed']})" if vp["extrapolated"] else ""
-        lines.append(f"{key:<8} {fmt_s(lp['seconds_per_sweep']) + note:<32} {fmt_s(vp['seconds_per_sweep']) + vnote:<20} "
-                     f"{fmt_s(r['bcd_jax_seconds_per_sweep']):<10} {r['speedup_vs_loop']:>9.0f} {r['speedup_vs_vectorised']:>9.1f}")
+        lines.append(f"{key:<8} {fmt_s(lp['seconds_per_sweep']) + note:<32} "
+                     f"{fmt_s(vp['seconds_per_sweep']) + vnote:<20} {fmt_s(r['bcd_jax_seconds_per_sweep']):<10} "
+                     f"{r['speedup_vs_loop']:>9.0f} {r['speedup_vs_vectorised']:>9.1f}")
     if "speedup_vs_vectorised_same_form" in c["fig1"]:
         f = c["fig1"]
         lines.append(f"fig1 with the same primal K_W loop as the NumPy codes (first_layer_form='primal'): bcd_jax "
-                     f"{fmt_s(f['bcd_jax_primal_seconds_per_sweep'])}/sweep, {f['speedup_vs_loop_same_form']:.0f}x vs loop, "
+                     f"{fmt_s(f['bcd_jax_primal_seconds_per_sweep'])}/sweep, "
+                     f"{f['speedup_vs_loop_same_form']:.0f}x vs loop, "
                      f"{f['speedup_vs_vectorised_same_form']:.1f}x vs vectorised")
     lines.append(f"agreement with bcd_jax.sweep (max relative difference): {c['fig1']['agreement']}")
 
@@ -853,17 +798,10 @@ def report(results: dict) -> str:
                 else:
                     lines.append(f"{tname:<22} {method:<20} {'not reached':>10} {'':>10} {'':>6} {'':>10} {per:>9}  "
                                  f"best MSE {e['best_mse']:.3g}")
-        lines.append("runs: " + "; ".join(f"{r['label']}: min {r['min_mse']:.3g}" + (" DIVERGED" if r["diverged"] else "")
-                                          for runs in t["runs"].values() for r in runs))
+        lines.append("runs: " + "; ".join(
+            f"{r['label']}: min {r['min_mse']:.3g}" + (" DIVERGED" if r["diverged"] else "")
+            for runs in t["runs"].values() for r in runs))
     return "\n".join(lines)
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return repr(obj)
 
 
 # --------------------------------------------------------------------------------------
@@ -875,12 +813,11 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", default=None, help="digits PNG path (default: bench_digits.png next to --out)")
     parser.add_argument("--quick", action="store_true", help="small sizes and budgets: a smoke test in under a minute")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before each stage wait up to SECONDS (before each timed repeat up to 20 s) for the CPUs to be "
-                             "idle: other jobs on the machine inflate timings")
+                        help="before each stage wait up to SECONDS (before each timed repeat up to 20 s) for the "
+                             "CPUs to be idle: other jobs on the machine inflate timings")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
-    global WAIT_IDLE_PER_REPEAT
-    WAIT_IDLE_PER_REPEAT = min(args.wait_idle, 20.0)
+    CONTENTION.wait_idle = min(args.wait_idle, 20.0)
     out = Path(args.out)
     plot_path = Path(args.plot) if args.plot else out.with_name("bench_digits.png")
     t_start = time.perf_counter()
@@ -908,22 +845,22 @@ def main(argv=None) -> int:
         results["fig1_target"] = compare(
             "Figure 1 teacher (n=500, d_in=600, L=5, r=30, LeakyReLU 0.5)", X, Y, config, params, settings,
             settings.fig1_bcd_grid, settings.fig1_sweeps, settings.fig1_steps,
-            {"bcd_jax inner=exact": {"inner": "exact"}}, targets_rel=(1e-4,), targets_abs=(6e-5,),
+            {"bcd_jax inner=exact": {"algorithm.inner": "exact"}}, targets_rel=(1e-4,), targets_abs=(6e-5,),
         )
     with section("target_digits"):
         Xd, Yd = digits_problem()
-        dcfg = bcd_jax.Config(depth=FIG1["depth"], width=FIG1["width"])
+        dcfg = fig1_config(FIG1["depth"], FIG1["width"])
         dparams = bcd_jax.init_params(jax.random.key(1), dcfg, Xd.shape[1], Yd.shape[1])
         results["digits_target"] = compare(
-            "sklearn digits (n=1797, d_in=64, one-hot d_out=10, L=5, r=30)", Xd, Yd, dcfg, dparams, settings,
+            "digits (n=1797, d_in=64, one-hot d_out=10, L=5, r=30)", Xd, Yd, dcfg, dparams, settings,
             settings.digits_bcd_grid, settings.digits_sweeps, settings.digits_steps,
-            {"bcd_jax inner=exact": {"inner": "exact", "eta_v": 0.02}}, targets_rel=(0.2, 1e-2, 1e-4),
+            {"bcd_jax inner=exact": {"algorithm.inner": "exact", "hyper.eta_v": 0.02}}, targets_rel=(0.2, 1e-2, 1e-4),
             targets_abs=(6e-5,),
         )
     plot_digits(results["digits_target"], plot_path)
     with section("sweep_throughput"):
         results["sweep_throughput"] = bench_sweep_throughput(settings)
-    results["machine"]["loadavg_end"] = _loadavg()
+    results["machine"]["loadavg_end"] = timing.load_average()
     results["total_seconds"] = time.perf_counter() - t_start
     results["digits_plot"] = str(plot_path)
 
@@ -937,7 +874,7 @@ def main(argv=None) -> int:
     for key in ("fig1_target", "digits_target"):
         results[key].pop("_methods")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, default=_json_default))
+    atomic_write_text(out, dumps_json(results, indent=1))
     return 0
 
 

@@ -18,8 +18,9 @@ mini-batch SGD (batch 64, reshuffled every epoch, no momentum) for a learning-ra
 curve drawn solid is the learning rate with the lowest final training loss, the others faint.
 For reference (not part of the claim), mini-batch Adam on the same batches is drawn dashed
 (``--no-adam`` leaves it out).
-One sweep and one epoch both visit every training sample once. Wall times exclude compilation;
-the wall-time axis spreads each run's total time evenly over its iterations.
+One sweep and one epoch both visit every training sample once. Both backprop runs are
+``bcd_jax.baselines.fit_backprop`` (mini-batches, the network's loss). Wall times exclude
+compilation; the wall-time axis spreads each run's total time evenly over its iterations.
 
     python scripts/deep_mlp.py            # the full run (a few minutes on 2 CPU cores)
     python scripts/deep_mlp.py --quick    # a smoke run
@@ -31,26 +32,27 @@ Needs scikit-learn (``pip install 'bcd_jax[datasets]'``), optax and matplotlib.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 import bcd_jax
+from bcd_jax import timing
+from bcd_jax.baselines import fit_backprop, objective
 from bcd_jax.datasets import load_digits
+from bcd_jax.io import atomic_write, atomic_write_text, dumps_json
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = dict(depth=10, width=64, activation="leaky_relu", negative_slope=0.5, bias=True,
                loss="softmax_cross_entropy")
-BCD = dict(step_size="auto", eta_v=0.3, k_v=10, k_w=10)
+BCD = dict(step_size="auto", k_v=10, k_w=10)  # Algorithm 1's structure
+BCD_HYPER = dict(eta_v=0.3)
 SGD_LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 SGD_BATCH = 64
 ADAM_LEARNING_RATES = (1e-3, 1e-2)  # reference line only (not plain SGD); same batches
@@ -65,19 +67,10 @@ def initial_weights(kind: str, config: bcd_jax.Config, d_in: int, d_out: int, se
     return tuple(SMALL_STD * jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes))
 
 
-def mean_loss(params, X, Y, config):
-    loss = bcd_jax.get_loss(config.loss)
-    return jnp.mean(jax.vmap(loss)(bcd_jax.predict(params, X, config), Y))
-
-
 def gradient_norms(params, X, Y, config) -> list[float]:
     """Frobenius norm of the full-batch gradient of each W_j (layer 1 first) at ``params``."""
-    grads = jax.grad(mean_loss)(params, jnp.asarray(X), jnp.asarray(Y), config)
+    grads = jax.grad(objective)(tuple(params), jnp.asarray(X), jnp.asarray(Y), config)
     return [float(jnp.linalg.norm(g)) for g in grads]
-
-
-def accuracy(params, X, y, config) -> float:
-    return float(jnp.mean(jnp.argmax(bcd_jax.predict(params, jnp.asarray(X), config), -1) == jnp.asarray(y)))
 
 
 def run_bcd(data, config, params, repeats: int = 1) -> dict:
@@ -87,7 +80,7 @@ def run_bcd(data, config, params, repeats: int = 1) -> dict:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = bcd_jax.fit(data.X_train, data.y_train, config, init_params=params,
-                                 validation=(data.X_test, data.y_test), quiet=True)
+                                 validation=(data.X_test, data.y_test), progress=None)
         walls.append(result.wall_time)
         compile_times.append(result.compile_time)
     h = result.history
@@ -105,63 +98,32 @@ def run_bcd(data, config, params, repeats: int = 1) -> dict:
     }
 
 
-def make_minibatch_trainer(config, epochs: int, n: int, optimizer_name: str = "sgd"):
-    """Jitted ``(params, X, Y, lr, key) -> (params, training loss after each epoch)``.
+def run_sgd(data, config, params, epochs: int, learning_rates, seed: int, repeats: int = 1,
+            optimizer_name: str = "sgd") -> list[dict]:
+    """Mini-batch backprop (batch ``SGD_BATCH``, reshuffled every epoch) for each learning rate.
 
-    Mini-batches of ``SGD_BATCH``, reshuffled every epoch; ``optimizer_name`` is ``"sgd"``
-    (plain, no momentum) or ``"adam"`` (the reference line).
+    ``optimizer_name`` is ``"sgd"`` (plain, no momentum) or ``"adam"`` (the reference line).
+    The learning rate is traced, so the grid compiles once.
     """
     import optax
 
-    batches = n // SGD_BATCH  # the remainder of each shuffled epoch is dropped
     make = {"sgd": optax.sgd, "adam": optax.adam}[optimizer_name]
-
-    def train(params, X, Y, lr, key):
-        optimizer = make(lr)
-
-        def epoch(carry, k):
-            def step(c, idx):
-                p, s = c
-                grads = jax.grad(mean_loss)(p, X[idx], Y[idx], config)
-                updates, s = optimizer.update(grads, s, p)
-                return (optax.apply_updates(p, updates), s), None
-
-            order = jax.random.permutation(k, n)[: batches * SGD_BATCH].reshape(batches, SGD_BATCH)
-            carry, _ = lax.scan(step, carry, order)
-            return carry, mean_loss(carry[0], X, Y, config)
-
-        (params, _), trace = lax.scan(epoch, (params, optimizer.init(params)), jax.random.split(key, epochs))
-        return params, trace
-
-    return jax.jit(train)
-
-
-def run_sgd(data, config, params, epochs: int, learning_rates, seed: int, repeats: int = 1,
-            optimizer_name: str = "sgd") -> list[dict]:
-    X = jnp.asarray(data.X_train)
-    Y = jax.nn.one_hot(data.y_train, data.num_classes, dtype=jnp.float32)
-    train = make_minibatch_trainer(config, epochs, X.shape[0], optimizer_name)
-    key = jax.random.key(seed + 2000)
-    t0 = time.perf_counter()
-    compiled = train.lower(params, X, Y, jnp.float32(learning_rates[0]), key).compile()
-    compile_time = time.perf_counter() - t0
-    initial = float(mean_loss(params, X, Y, config))
     rows = []
     for lr in learning_rates:
-        walls = []
-        for _ in range(repeats):  # identical results; the fastest wall time is kept
-            t0 = time.perf_counter()
-            trained, trace = jax.block_until_ready(compiled(params, X, Y, jnp.float32(lr), key))
-            walls.append(time.perf_counter() - t0)
+        runs = [fit_backprop(data.X_train, data.y_train, config, optimizer=make, learning_rate=lr, epochs=epochs,
+                             batch_size=SGD_BATCH, shuffle_seed=seed + 2000, init_params=params,
+                             validation=(data.X_test, data.y_test))
+                for _ in range(repeats)]  # identical results; the fastest wall time is kept
+        result = runs[0]
         rows.append({
             "learning_rate": lr,
             "iterations": epochs,
-            "train_loss": [initial] + np.asarray(trace).tolist(),
-            "train_accuracy_final": accuracy(trained, data.X_train, data.y_train, config),
-            "test_accuracy_final": accuracy(trained, data.X_test, data.y_test, config),
-            "wall_time_s": min(walls),
-            "wall_times_s": walls,
-            "compile_time_s": compile_time,
+            "train_loss": result.train_loss.tolist(),
+            "train_accuracy_final": result.metrics.train_accuracy,
+            "test_accuracy_final": result.metrics.val_accuracy,
+            "wall_time_s": min(r.wall_time for r in runs),
+            "wall_times_s": [r.wall_time for r in runs],
+            "compile_time_s": result.compile_time,
         })
     return rows
 
@@ -235,7 +197,7 @@ def plot(results: dict, path: Path) -> None:
                  "same network and initial weights for both methods", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -257,11 +219,13 @@ def main(argv=None) -> int:
         args.repeats = 1
 
     data = load_digits(seed=args.seed)
-    config = bcd_jax.Config(**NETWORK, **BCD, sweeps=iterations)
+    config = bcd_jax.Config(network=bcd_jax.Network(**NETWORK), algorithm=bcd_jax.Akiyama("monotone", **BCD),
+                            hyper=BCD_HYPER, sweeps=iterations)
     Y_onehot = np.eye(data.num_classes, dtype=np.float32)[data.y_train]
     results = {
         "protocol": {
-            "network": NETWORK, "bcd": {**BCD, "algorithm": "monotone (Algorithm 1)", "sweeps": iterations},
+            "network": NETWORK,
+            "bcd": {**BCD, **BCD_HYPER, "algorithm": "monotone (Algorithm 1)", "sweeps": iterations},
             "sgd": {"batch_size": SGD_BATCH, "epochs": iterations, "learning_rates": list(learning_rates),
                     "momentum": 0, "selection": "lowest final training loss"},
             "adam_reference": None if args.no_adam else {
@@ -279,7 +243,7 @@ def main(argv=None) -> int:
         "inits_short": {"svb": "bcd_jax.init_params (Algorithm 2, SVB [0.75, 1.25])",
                         "small": f"N(0, {SMALL_STD}^2) weights (Zeng et al.'s baseline)"},
         "environment": {"jax": jax.__version__, "backend": jax.default_backend(), "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg())},
+                        "cpu_count": os.cpu_count(), "load_average_at_start": timing.load_average()},
         "runs": {},
     }
     for init in args.inits:
@@ -296,7 +260,7 @@ def main(argv=None) -> int:
             print(f"[{init}] Adam (reference) ...", file=sys.stderr, flush=True)
             adam = run_sgd(data, config, params, iterations, adam_rates, args.seed, args.repeats, "adam")
             results["runs"][init].update(adam_grid=adam, adam_best=best_sgd(adam))
-    results["environment"]["load_average_at_end"] = list(os.getloadavg())
+    results["environment"]["load_average_at_end"] = timing.load_average()
 
     checkpoints = sorted(k for k in {0, 1, 10, iterations // 10, iterations // 3, iterations} if k <= iterations)
     header = ("| init | method | " + " | ".join(f"loss @ {k}" for k in checkpoints)
@@ -315,8 +279,8 @@ def main(argv=None) -> int:
                             a["test_accuracy_final"], a))
         for method, curve, tr, te, r in entries:
             losses = " | ".join(fmt(curve[k]) if k < len(curve) else "-" for k in checkpoints)
-            timing = f"{r['wall_time_s']:.2f} ({r['compile_time_s']:.1f})"
-            lines.append(f"| {init} | {method} | {losses} | {tr:.4f} | {te:.4f} | {timing} |")
+            seconds = f"{r['wall_time_s']:.2f} ({r['compile_time_s']:.1f})"
+            lines.append(f"| {init} | {method} | {losses} | {tr:.4f} | {te:.4f} | {seconds} |")
     table = "\n".join(lines)
     print(table)
     print()
@@ -331,7 +295,7 @@ def main(argv=None) -> int:
 
     plot(results, args.out)
     json_path = args.out.with_suffix(".json")
-    json_path.write_text(json.dumps(compact(results), indent=1, default=str))
+    atomic_write_text(json_path, dumps_json(compact(results), indent=1))
     print(f"\nwrote {args.out} and {json_path}")
     return 0
 

@@ -1,105 +1,133 @@
-"""Reproduces the paper's Figure 1 or Figure 2 (Section 6) from a config file.
+"""Reproduces the paper's Figure 1 or Figure 2 (Section 6) from an experiment file.
 
     python scripts/paper_figures.py configs/paper_fig1.toml            # -> results/paper_fig1/
     python scripts/paper_figures.py configs/paper_fig2.toml --out DIR
+    python scripts/paper_figures.py configs/paper_fig1.toml --quick    # 3 sweeps -> results/paper_fig1-quick/
 
 Prints a short table, and writes into the output folder: ``figure.png`` (log-scale training
 error and per-layer losses against sweeps), ``history_<algorithm>.csv`` (every diagnostic of
 every sweep) and ``summary.json`` (the headline numbers). Only those three kinds of files
-are written; anything else in the folder is left alone.
+are written, each atomically; anything else in the folder is left alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from bcd_jax.experiments import load_experiment, plot_experiment, run_experiment, summarize
+from bcd_jax.io import atomic_write_text, dumps_json
 
+QUICK_SWEEPS = 3
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+# Column names of the paper's diagnostics (index j is 1-based: W_j, V_j, layer j).
+_COLUMNS = {
+    "layer_losses": "layer{}_loss",
+    "sv_min": "sv_min_W{}",
+    "sv_max": "sv_max_W{}",
+    "v_gram_max": "lambda_max_VVt_{}",
+}
 
 
 def _history_csv(result) -> str:
+    """One row per history entry (entry 0: the initial state), one column per diagnostic value."""
     h = result.history
-    L = result.config.depth
-    header = ["sweep", "train_mse", "objective", "output_loss"]
-    header += [f"layer{j}_loss" for j in range(1, L)]
-    header += [f"sv_min_W{j}" for j in range(1, L + 1)] + [f"sv_max_W{j}" for j in range(1, L + 1)]
-    header += [f"lambda_max_VVt_{j}" for j in range(1, L)]
-    rows = []
-    for k in range(len(h.train_mse)):
-        rows.append(
-            [k, h.train_mse[k], h.objective[k], h.output_loss[k], *h.layer_losses[k], *h.sv_min[k], *h.sv_max[k], *h.v_gram_max[k]]
-        )
-    import io
-
+    blocks = list(result.config.algorithm.block_arrays(result.state.blocks))  # "W_1", ..., "V_1", ...
+    names = ["train_mse"] + [f for f in h._fields if f != "train_mse"]  # the paper's figure plots train_mse
+    header, columns = ["sweep"], []
+    for name in names:
+        values = np.asarray(getattr(h, name), dtype=np.float64)
+        if values.ndim == 1:
+            header.append(name)
+            columns.append(values[:, None])
+        else:
+            if name == "blocks_finite" and len(blocks) == values.shape[1]:
+                header += [f"finite_{block}" for block in blocks]
+            else:
+                pattern = _COLUMNS.get(name, name + "_{}")
+                header += [pattern.format(j) for j in range(1, values.shape[1] + 1)]
+            columns.append(values)
+    table = np.concatenate(columns, axis=1)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
-    for row in rows:
-        writer.writerow([row[0]] + [f"{float(v):.9e}" for v in row[1:]])
+    for k, row in enumerate(table):
+        writer.writerow([k] + [f"{v:.9e}" for v in row])
     return buf.getvalue()
+
+
+def _describe(config, data) -> str:
+    network, algorithm = config.resolved_network, config.algorithm
+    structure = ", ".join(f"{k}={v}" for k, v in algorithm.describe().items() if k != "name")
+    hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
+    return (f"{algorithm.name} ({structure}), {network.activation}, L={network.depth}, r={network.width}, "
+            f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path, help="experiment TOML, e.g. configs/paper_fig1.toml")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default results/<config name>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default results/<config name>, with --quick results/<config name>-quick)")
     parser.add_argument("--sweeps", type=int, default=None, help="override the number of sweeps K")
-    parser.add_argument("--check-sweep", type=int, default=30, help="sweep at which the table reports the ratio (default 30)")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_SWEEPS} sweeps")
+    parser.add_argument("--check-sweep", type=int, default=30,
+                        help="sweep at which the table reports the ratio (default 30)")
     args = parser.parse_args(argv)
 
     config, data, experiment = load_experiment(args.config)
-    if args.sweeps is not None:
-        config = config.replace(sweeps=args.sweeps)
-    out = args.out if args.out is not None else Path("results") / args.config.stem
+    sweeps = QUICK_SWEEPS if args.quick and args.sweeps is None else args.sweeps
+    if sweeps is not None:
+        config = config.replace(sweeps=sweeps)
+    default_out = Path("results") / (args.config.stem + ("-quick" if args.quick else ""))
+    out = args.out if args.out is not None else default_out
     out.mkdir(parents=True, exist_ok=True)
 
-    print(f"bcd_jax: {args.config}  ({config.algorithm}, {config.activation}, L={config.depth}, r={config.width}, "
-          f"n={data.n}, d_in={data.d_in}, K_V={config.k_v}, K_W={config.k_w}, gamma={config.gamma}, K={config.sweeps})")
-    print(f"device: {jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), jax {jax.__version__}")
+    print(f"bcd_jax: {args.config}  ({_describe(config, data)})")
+    print(f"device: {jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} "
+          f"cores), jax {jax.__version__}")
     results = run_experiment(config, data, experiment)
 
-    main_name = config.algorithm
+    main_name = config.algorithm.name
     main_hist = results[main_name].history
-    show = sorted({0, 1, 2, 5, 10, 20, 30, 40, 50, 100, len(main_hist.train_mse) - 1} & set(range(len(main_hist.train_mse))))
+    entries = len(main_hist.train_mse)
+    show = sorted({0, 1, 2, 5, 10, 20, 30, 40, 50, 100, entries - 1} & set(range(entries)))
     names = list(results)
+    layer_losses = getattr(main_hist, "layer_losses", None)
+    layers = [] if layer_losses is None else list(range(1, np.shape(layer_losses)[1] + 1))
     head = f"{'sweep':>5}  " + "  ".join(f"{'mse ' + n:>22}" for n in names) + "  " + "  ".join(
-        f"{'layer' + str(j):>9}" for j in range(1, config.depth)
-    )
+        f"{'layer' + str(j):>9}" for j in layers)
     print(head)
     for k in show:
         cells = []
         for n in names:
             mse = results[n].history.train_mse
             cells.append(f"{mse[k]:>22.3e}" if k < len(mse) else f"{'-':>22}")
-        layers = "  ".join(f"{v:>9.2e}" for v in main_hist.layer_losses[k])
-        print(f"{k:>5}  " + "  ".join(cells) + "  " + layers)
+        row = "  ".join(f"{v:>9.2e}" for v in layer_losses[k]) if layers else ""
+        print(f"{k:>5}  " + "  ".join(cells) + "  " + row)
 
     summary = {
         "config": str(args.config),
+        "run": config.to_dict(),
+        "data": {"n": data.n, "d_in": data.d_in, "teacher_width": data.teacher_width, "d_out": data.d_out,
+                 "seed": data.seed},
         "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__,
                     "python": sys.version.split()[0]},
         "runs": {n: summarize(r, at_sweep=args.check_sweep) for n, r in results.items()},
     }
     for n, s in summary["runs"].items():
+        layer_note = f", max layer loss {s['max_layer_loss_any_sweep']:.2e}" if "max_layer_loss_any_sweep" in s else ""
         print(f"{n}: train MSE {s['initial_train_mse']:.3e} -> {s['final_train_mse']:.3e} "
               f"(x{s['ratio_final']:.2e}; at sweep {s['check_sweep']}: x{s['ratio_at_check']:.2e}), "
-              f"monotone={s['monotone']}, max layer loss {s['max_layer_loss_any_sweep']:.2e}, "
+              f"monotone={s['monotone']}{layer_note}, "
               f"{1e3 * s['seconds_per_sweep']:.1f} ms/sweep, compile {s['compile_seconds']:.2f} s")
     if len(names) > 1:
         base = summary["runs"][main_name]["final_train_mse"]
@@ -109,12 +137,9 @@ def main(argv=None) -> int:
             print(f"{n} ends {ratio:.1f}x higher than {main_name} after {config.sweeps} sweeps")
 
     for n, r in results.items():
-        _atomic_write_text(out / f"history_{n}.csv", _history_csv(r))
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    title = f"{args.config.stem}: {results[main_name].config.algorithm_spec.paper}"
-    png_tmp = out / ".figure.tmp.png"
-    plot_experiment(results, png_tmp, title=title)
-    os.replace(png_tmp, out / "figure.png")
+        atomic_write_text(out / f"history_{n}.csv", _history_csv(r))
+    atomic_write_text(out / "summary.json", dumps_json(summary, indent=2) + "\n")
+    plot_experiment(results, out / "figure.png", title=f"{args.config.stem}: {config.algorithm.paper}")
     print(f"wrote {out / 'figure.png'}, {out / 'summary.json'}, history_*.csv")
     return 0
 

@@ -6,9 +6,10 @@ same network (depth, width, LeakyReLU, bias column, the same initial weights fro
 
 * by bcd_jax (``bcd_jax.fit``, Algorithm 1) with ``step_size="auto"``, once with the paper's
   inner gradient loops (``inner="gd"``) and once with their closed-form limits (``inner="exact"``);
-* by full-batch Adam (optax) on the same loss, through ``bcd_jax.predict`` (jit + lax.scan),
-  for a small learning-rate grid; the row shown is the learning rate with the lowest FINAL
-  TRAINING loss (the quantity both methods minimise; the test set plays no part in the choice).
+* by full-batch Adam (optax) on the same loss with ``bcd_jax.baselines.fit_backprop`` (the
+  network of ``bcd_jax.predict``, one compiled ``lax.scan``), for a small learning-rate grid;
+  the row shown is the learning rate with the lowest FINAL TRAINING loss (the quantity both
+  methods minimise; the test set plays no part in the choice).
   Every grid point is in the JSON.
 
 Test metrics are those of the last iterate (no early stopping for either method). Wall times
@@ -24,21 +25,20 @@ Prints a Markdown table and writes ``results/real_data.json``. Needs scikit-lear
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 import bcd_jax
+from bcd_jax import timing
+from bcd_jax.baselines import fit_backprop
 from bcd_jax.datasets import load_dataset
+from bcd_jax.io import atomic_write_text, dumps_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ DATASETS = {
     "diabetes": dict(loss="squared", depth=3, width=32),
 }
 NETWORK = dict(activation="leaky_relu", negative_slope=0.5, bias=True)
-# bcd_jax runs: every block's step is 1 / (its Lipschitz constant), recomputed each sweep.
+# bcd_jax runs (Algorithm 1's structure): every block's step is 1 / (its Lipschitz constant), recomputed each sweep.
 BCD_VARIANTS = {
     "gd": dict(step_size="auto", inner="gd", k_v=20, k_w=20),
     "exact": dict(step_size="auto", inner="exact"),
@@ -57,60 +57,19 @@ BCD_VARIANTS = {
 ADAM_LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
 
 
-def targets(y, task: str, num_classes: int | None) -> np.ndarray:
-    """Target rows as bcd_jax uses them: one-hot (multiclass), a 0/1 column (binary), a column."""
-    if task == "multiclass":
-        return np.eye(num_classes, dtype=np.float32)[y]
-    return np.asarray(y, np.float32)[:, None]
-
-
-def metrics(pred, Y, loss: bcd_jax.Loss) -> dict:
-    """Loss (bcd_jax's reported scale), accuracy (classification) and MSE (regression) of predictions."""
-    pred, Y = jnp.asarray(pred), jnp.asarray(Y)
-    out = {"loss": float(loss.report_scale * jnp.mean(jax.vmap(loss)(pred, Y)))}
-    if loss.task == "regression":
-        out["mse"] = float(jnp.mean(jnp.sum((pred - Y) ** 2, axis=-1)))
-    else:
-        out["accuracy"] = float(loss.accuracy(pred, Y))
-    return out
-
-
-def make_adam_trainer(config: bcd_jax.Config, steps: int):
-    """A jitted ``(params, X, Y, lr) -> (params, per-step training loss)``: full-batch Adam in one lax.scan."""
-    import optax
-
-    loss = bcd_jax.get_loss(config.loss)
-
-    def objective(params, X, Y):
-        return jnp.mean(jax.vmap(loss)(bcd_jax.predict(params, X, config), Y))
-
-    def train(params, X, Y, lr):
-        optimizer = optax.adam(lr)
-
-        def step(carry, _):
-            p, state = carry
-            value, grads = jax.value_and_grad(objective)(p, X, Y)
-            updates, state = optimizer.update(grads, state, p)
-            return (optax.apply_updates(p, updates), state), value
-
-        (params, _), trace = lax.scan(step, (params, optimizer.init(params)), None, length=steps)
-        return params, trace * loss.report_scale
-
-    return jax.jit(train)
-
-
 def run_bcd(data, config: bcd_jax.Config, params, repeats: int = 1) -> dict:
     """One bcd_jax.fit, repeated ``repeats`` times (identical results); the fastest wall time is kept."""
-    walls = []
+    walls, compile_time = [], None
     for _ in range(repeats):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = bcd_jax.fit(data.X_train, data.y_train, config, init_params=params,
-                                 validation=(data.X_test, data.y_test), quiet=True)
+                                 validation=(data.X_test, data.y_test), progress=None)
         walls.append(result.wall_time)
-        compile_time = result.compile_time if len(walls) == 1 else compile_time  # later calls hit the cache
+        if compile_time is None:  # later calls hit the cache
+            compile_time = result.compile_time
     h = result.history
-    task = config.loss_fn.task
+    task = config.resolved_network.loss_fn.task
     row = {
         "iterations": result.sweeps_completed,
         "train_loss": float(h.train_loss[-1]),
@@ -133,36 +92,27 @@ def run_bcd(data, config: bcd_jax.Config, params, repeats: int = 1) -> dict:
 
 
 def run_adam(data, config: bcd_jax.Config, params, steps: int, learning_rates, repeats: int = 1) -> list[dict]:
-    loss = bcd_jax.get_loss(config.loss)
-    Y_train = targets(data.y_train, data.task, data.num_classes)
-    Y_test = targets(data.y_test, data.task, data.num_classes)
-    X_train, X_test = jnp.asarray(data.X_train), jnp.asarray(data.X_test)
-    train = make_adam_trainer(config, steps)
-    t0 = time.perf_counter()
-    compiled = train.lower(params, X_train, Y_train, jnp.float32(learning_rates[0])).compile()  # lr is traced
-    compile_time = time.perf_counter() - t0
-    key = "mse" if loss.task == "regression" else "accuracy"
+    """Full-batch Adam on the network's loss for each learning rate (compiled once: the rate is traced)."""
+    import optax
+
+    regression = config.resolved_network.loss_fn.task == "regression"
     rows = []
     for lr in learning_rates:
-        walls = []
-        for _ in range(repeats):  # identical results; the fastest wall time is kept
-            t0 = time.perf_counter()
-            trained, trace = jax.block_until_ready(compiled(params, X_train, Y_train, jnp.float32(lr)))
-            walls.append(time.perf_counter() - t0)
-        train_m = metrics(bcd_jax.predict(trained, X_train, config), Y_train, loss)
-        test_m = metrics(bcd_jax.predict(trained, X_test, config), Y_test, loss)
-        curve = np.concatenate([np.asarray(trace), [train_m["loss"]]])  # entry k: after k steps
+        runs = [fit_backprop(data.X_train, data.y_train, config, optimizer=optax.adam, learning_rate=lr, steps=steps,
+                             init_params=params, validation=(data.X_test, data.y_test))
+                for _ in range(repeats)]  # identical results; the fastest wall time is kept
+        result, m = runs[0], runs[0].metrics
         rows.append({
             "learning_rate": lr,
             "iterations": steps,
-            "train_loss": train_m["loss"],
-            "train_metric": train_m[key],
-            "test_metric": test_m[key],
-            "wall_time_s": min(walls),
-            "wall_times_s": walls,
-            "compile_time_s": compile_time,
-            "diverged_at": None if np.all(np.isfinite(curve)) else int(np.argmin(np.isfinite(curve))),
-            "train_loss_curve": curve.tolist(),
+            "train_loss": m.train_loss,
+            "train_metric": m.train_mse if regression else m.train_accuracy,
+            "test_metric": m.val_mse if regression else m.val_accuracy,
+            "wall_time_s": min(r.wall_time for r in runs),
+            "wall_times_s": [r.wall_time for r in runs],
+            "compile_time_s": result.compile_time,
+            "diverged_at": result.diverged_at,
+            "train_loss_curve": result.train_loss.tolist(),  # entry k: after k steps
         })
     return rows
 
@@ -255,14 +205,14 @@ def main(argv=None) -> int:
         },
         "environment": {
             "jax": jax.__version__, "backend": jax.default_backend(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(), "load_average_at_start": timing.load_average(),
         },
         "datasets": {},
     }
     for name in args.datasets:
         data = load_dataset(name, seed=args.seed)
         spec = DATASETS[name]
-        base = bcd_jax.Config(**NETWORK, **spec, sweeps=sweeps)
+        base = bcd_jax.Config(network=bcd_jax.Network(**NETWORK, **spec), algorithm="monotone", sweeps=sweeps)
         d_out = data.num_classes if data.task == "multiclass" else 1
         params = bcd_jax.init_params(jax.random.key(args.seed), base, data.num_features, d_out)
         entry = {
@@ -272,16 +222,16 @@ def main(argv=None) -> int:
         if data.task == "regression":
             entry["target_scale"] = data.target_scale
         for variant, extra in BCD_VARIANTS.items():
-            config = base.replace(**extra)
+            config = base.replace(algorithm=bcd_jax.Akiyama("monotone", **extra))
             print(f"[{name}] bcd_jax inner={variant} ...", file=sys.stderr, flush=True)
             entry["bcd"][variant] = run_bcd(data, config, params, args.repeats)
-            entry["bcd_configs"][variant] = {k: v for k, v in vars(config).items() if not callable(v)}
+            entry["bcd_configs"][variant] = config.to_dict()
         print(f"[{name}] Adam ...", file=sys.stderr, flush=True)
         entry["adam_grid"] = run_adam(data, base, params, steps, learning_rates, args.repeats)
         entry["adam_best"] = pick_adam(entry["adam_grid"])
         results["datasets"][name] = entry
 
-    results["environment"]["load_average_at_end"] = list(os.getloadavg())
+    results["environment"]["load_average_at_end"] = timing.load_average()
     table = markdown_table(results)
     print(table)
     print()
@@ -305,7 +255,7 @@ def main(argv=None) -> int:
             row["train_loss_curve_every_10_steps"] = curve[::10] + ([curve[-1]] if (len(curve) - 1) % 10 else [])
         entry["adam_best"] = pick_adam(entry["adam_grid"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(compact(results), indent=1, default=str))
+    atomic_write_text(args.out, dumps_json(compact(results), indent=1))
     print(f"\nwrote {args.out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""bcd_jax.theory: the paper's formulas by hand arithmetic, the assumption and run checks, rates."""
+"""bcd_jax.algorithms.akiyama_theory: the paper's formulas by hand arithmetic, the assumption and run checks, rates."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax import theory
+from bcd_jax.algorithms import akiyama_theory as theory
 
 # A hand-checkable data set: x_i = 2 e_i in R^4 (n = 3), so s = sigma_min = sigma_max = 2, max ||x_i|| = 2.
 X_HAND = 2.0 * np.eye(3, 4)
@@ -87,7 +87,7 @@ def test_theorem_4_1_rejects_alpha_zero_and_unknown_constants():
     kwargs = dict(depth=3, width=4, gamma=0.2, c_v=1.0, epsilon=0.1)
     with pytest.raises(ValueError, match=r"activation: Theorem 4.1 needs alpha .* > 0.*relu.*theorem_5_3"):
         theory.theorem_4_1(X_HAND, RES_HAND, activation=bcd_jax.get_activation("relu"), **kwargs)
-    relu_config = bcd_jax.Config(activation="relu", depth=3, width=4)
+    relu_config = bcd_jax.Config(network=bcd_jax.Network(activation="relu", depth=3, width=4))
     with pytest.raises(ValueError, match="activation: Theorem 4.1 needs alpha"):
         theory.theorem_4_1(X_HAND, RES_HAND, relu_config, c_v=1.0, epsilon=0.1)
 
@@ -99,7 +99,7 @@ def test_theorem_4_1_rejects_alpha_zero_and_unknown_constants():
     with pytest.raises(ValueError, match="X: Theorem 4.1 needs rank X = n"):
         theory.theorem_4_1(np.ones((3, 4)), RES_HAND, activation=LEAKY, **kwargs)
     with pytest.raises(ValueError, match="config: Theorem 4.1 is about algorithm 'monotone'"):
-        relu_skip = bcd_jax.Config(algorithm="relu_skip", activation="relu")
+        relu_skip = bcd_jax.Config(network=bcd_jax.Network(activation="relu"), algorithm="relu_skip")
         theory.theorem_4_1(X_HAND, RES_HAND, relu_skip, c_v=1.0, epsilon=0.1)
     with pytest.raises(ValueError, match="residuals: "):
         theory.theorem_4_1(X_HAND, RES_HAND[:2], activation=LEAKY, **kwargs)
@@ -108,27 +108,31 @@ def test_theorem_4_1_rejects_alpha_zero_and_unknown_constants():
 
 
 def test_to_config_returns_a_valid_config_with_the_theorems_values():
-    base = bcd_jax.Config(activation="leaky_relu", negative_slope=0.5, depth=4, width=5, gamma=0.5, seed=7)
+    network = bcd_jax.Network(activation="leaky_relu", negative_slope=0.5, depth=4, width=5)
+    base = bcd_jax.Config(network=network, hyper={"gamma": 0.5}, seed=7)
     b = theory.theorem_4_1(X_HAND, RES_HAND, base, c_v=8.0, epsilon=0.01)
     cfg = b.to_config()
     assert isinstance(cfg, bcd_jax.Config)
-    assert (cfg.algorithm, cfg.svb, cfg.seed) == ("monotone", (0.75, 1.25), 7)
-    assert (cfg.depth, cfg.width, cfg.gamma) == (4, 5, 0.5)
-    assert (cfg.eta_v, cfg.eta_w, cfg.eta_w1) == (b.eta_v, b.eta_w, b.eta_w1)
-    assert (cfg.k_v, cfg.k_w, cfg.sweeps) == (b.K_V, b.K_W, b.K)
-    assert cfg.activation_fn.alpha == 0.5
+    assert (cfg.algorithm.name, cfg.algorithm.svb_bounds, cfg.seed) == ("monotone", (0.75, 1.25), 7)
+    assert (cfg.network.depth, cfg.network.width, cfg.hyper.gamma) == (4, 5, 0.5)
+    assert (cfg.hyper.eta_v, cfg.hyper.eta_w, cfg.hyper.eta_w1) == (b.eta_v, b.eta_w, b.eta_w1)
+    assert (cfg.algorithm.k_v, cfg.algorithm.k_w, cfg.sweeps) == (b.K_V, b.K_W, b.K)
+    assert cfg.resolved_network.layer_activations[0].alpha == 0.5
+    assert (cfg.network.loss, cfg.hyper.weight_decay, cfg.algorithm.step_size) == ("squared", 0.0, "fixed")
     with pytest.raises(ValueError, match="base: its activation has alpha = 1.0"):
-        b.to_config(bcd_jax.Config(activation="identity"))
+        b.to_config(bcd_jax.Config(network=bcd_jax.Network(activation="identity")))
     # Without a Config: the activation given is carried over.
     b = theory.theorem_4_1(X_HAND, RES_HAND, activation=LEAKY, depth=4, width=5, gamma=0.5, c_v=8.0, epsilon=0.01)
     cfg = b.to_config()
-    assert cfg.activation_fn.alpha == 0.5 and cfg.depth == 4
+    assert cfg.resolved_network.layer_activations[0].alpha == 0.5 and cfg.network.depth == 4
 
     b = theory.theorem_5_3(X_HAND, RES_HAND, [0.3, -0.4, 0.5, -0.1], depth=3, width=4, gamma=0.5, c_v=8.0, epsilon=0.01)
     cfg = b.to_config(bcd_jax.Config(seed=3))
-    assert (cfg.algorithm, cfg.activation, cfg.svb, cfg.seed) == ("relu_skip", "relu", (0.0, 0.25), 3)
-    assert (cfg.eta_v, cfg.eta_w, cfg.eta_w1) == (b.eta_v, b.eta_w, b.eta_w1)
-    assert (cfg.k_v, cfg.k_w, cfg.sweeps) == (b.K_V, b.K_W, b.K)
+    assert (cfg.algorithm.name, cfg.network.activation, cfg.algorithm.svb_bounds, cfg.seed) == (
+        "relu_skip", "relu", (0.0, 0.25), 3)
+    assert cfg.resolved_network.skip  # Algorithm 3's form
+    assert (cfg.hyper.eta_v, cfg.hyper.eta_w, cfg.hyper.eta_w1) == (b.eta_v, b.eta_w, b.eta_w1)
+    assert (cfg.algorithm.k_v, cfg.algorithm.k_w, cfg.sweeps) == (b.K_V, b.K_W, b.K)
 
 
 def test_data_report_detects_rank_deficiency():
@@ -153,8 +157,9 @@ def tiny_run():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(10, 16)).astype(np.float32)
     Y = rng.normal(size=(10, 1)).astype(np.float32)
-    config = bcd_jax.Config(depth=3, width=4, k_v=5, k_w=5, sweeps=5)
-    return X, Y, config, bcd_jax.fit(X, Y, config, key=jax.random.key(0), quiet=True)
+    algorithm = bcd_jax.Akiyama("monotone", k_v=5, k_w=5)
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=4), algorithm=algorithm, sweeps=5)
+    return X, Y, config, bcd_jax.fit(X, Y, config, key=jax.random.key(0), progress=None)
 
 
 def test_check_run_on_a_real_run(tiny_run):
@@ -172,6 +177,9 @@ def test_check_run_on_a_real_run(tiny_run):
     np.testing.assert_allclose(check.c_v_per_layer, h.v_gram_max.max(axis=0))
     assert check.c_v_empirical == pytest.approx(float(h.v_gram_max.max())) and check.c_v_ok
     assert theory.check_run(h, config, c_v=check.c_v_empirical / 2).c_v_ok is False
+    silent = config.replace(algorithm=config.algorithm.replace(spectral_diagnostics=False))
+    with pytest.raises(ValueError, match="config: check_run reads the spectral diagnostics"):
+        theory.check_run(h, silent)
 
 
 def test_check_run_detects_a_singular_value_leaving_the_band():
@@ -180,7 +188,7 @@ def test_check_run_detects_a_singular_value_leaving_the_band():
     assert theory.check_run(history, svb=(0.75, 1.25)).all_inside
     history.sv_min[2, 2] = 0.5  # W_3 after sweep 2
     history.sv_max[3, 1] = 1.3  # W_2 after sweep 3
-    check = theory.check_run(history, bcd_jax.Config(depth=4))
+    check = theory.check_run(history, bcd_jax.Config(network=bcd_jax.Network(depth=4)))
     assert not check.all_inside and check.first_exit == (2, 3) and check.layers == (2, 3)
     np.testing.assert_array_equal(check.inside_per_sweep, [True, True, False, False, True])
     assert (check.sv_min_overall, check.sv_max_overall, check.c_v_empirical) == (0.5, 1.3, 14.0)
@@ -208,7 +216,7 @@ def test_generalization_bound_term_by_term(tiny_run):
     with pytest.raises(ValueError, match="delta: "):
         theory.generalization_bound(result.params, X, Y, config, delta=1.5)
     with pytest.raises(ValueError, match="config: Theorem 4.3 is about Algorithm 1"):
-        relu_skip = config.replace(algorithm="relu_skip", activation="relu")
+        relu_skip = config.with_overrides({"algorithm.name": "relu_skip", "network.activation": "relu"})
         theory.generalization_bound(result.params, X, Y, relu_skip, delta=0.1)
 
 

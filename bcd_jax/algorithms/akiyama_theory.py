@@ -1,10 +1,14 @@
-"""The paper's theory as tools: step-size bounds, assumption checks, run checks, rates.
+"""Akiyama's theory as tools: step-size bounds, assumption checks, run checks, rates.
 
-Everything here is host-side NumPy (float64) arithmetic; nothing is traced.
+The theorems are about the paper's algorithms (:class:`bcd_jax.Akiyama`), so this module sits
+next to them. Everything here is host-side NumPy (float64) arithmetic (the one exception: the trained
+network's forward pass in :func:`generalization_bound`); nothing is traced.
 
 * :func:`theorem_4_1`, :func:`theorem_5_3`: the step-size bounds and the iteration counts
   K, K_V, K_W that Theorems 4.1 (Algorithm 1) and 5.3 (Algorithm 3) prescribe, in the paper's
-  convention and translated to :class:`bcd_jax.Config` fields (``.to_config()``).
+  convention and translated to a :class:`bcd_jax.Config` (``.to_config()``): the numbers go
+  to ``config.hyper``, K_V, K_W and the SVB band to ``config.algorithm``, L and r to
+  ``config.network``.
 * :func:`data_report`: Assumption 1 (rank X = n), s = sigma_min(X), max_i ||x_i||.
 * :func:`check_run`: from a run's history, whether the hidden W_j kept their singular values
   in the SVB band, and the empirical C_V = max lambda_max(V_j V_j^T).
@@ -15,11 +19,15 @@ Everything here is host-side NumPy (float64) arithmetic; nothing is traced.
 Conventions (README, "Conventions"): the paper's F is a sum over samples, bcd_jax reports
 means, so a target ``e`` on bcd_jax's ``objective`` (F/n) is ``epsilon = n * e`` here. The
 paper's step sizes map to the library's as ``eta_v = 2 eta_V``, ``eta_w = 2 n eta_W^(1)``,
-``eta_w1 = 2 n eta_W^(2)``; K, K_V, K_W are ``sweeps``, ``k_v``, ``k_w``.
+``eta_w1 = 2 n eta_W^(2)`` (``config.hyper``); K, K_V, K_W are ``sweeps``, ``algorithm.k_v``,
+``algorithm.k_w``.
 
-Sources: the statements are from the review copy (seed 001) and the authors' slides (seed
-002, the final version). The appendices (proofs, Appendix C-F) are not in the seeds; where a
-constant would have to be read off a proof, the docstring says what was chosen instead.
+Sources: Akiyama, "Block Coordinate Descent for Neural Networks Provably Finds Global
+Minima", NeurIPS 2025 (its review copy: "the paper" below), and the authors' NeurIPS 2025
+slides (the final statements: "the slides"). The appendices (proofs, Appendix C-F) were not
+available; where a constant would have to be read off a proof, the docstring says what was
+chosen instead. The rate fits follow Xu, Bao and Xing, "Convergence Rates of Training Deep
+Neural Networks via Alternating Minimization Methods", Optimization Letters 2024.
 """
 
 from __future__ import annotations
@@ -27,10 +35,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
 from bcd_jax.activations import Activation, get_activation
+from bcd_jax.algorithms.akiyama import Akiyama
 from bcd_jax.config import Config
+from bcd_jax.network import Network, input_features, network_output
+from bcd_jax.validation import check_weights
 
 __all__ = [
     "DataReport",
@@ -123,14 +135,14 @@ class TheoremBounds:
 
     Paper convention (``paper_*``) and bcd_jax's Config fields:
 
-    ============================  =========================  ===============================
+    ============================  =========================  ===========================================
     paper                         field here                 Config field (property here)
-    ============================  =========================  ===============================
-    eta_V                         ``paper_eta_v``            ``eta_v  = 2 eta_V``
-    eta_W^(1)  (W_2 .. W_L)       ``paper_eta_w_1``          ``eta_w  = 2 n eta_W^(1)``
-    eta_W^(2)  (W_1)              ``paper_eta_w_2``          ``eta_w1 = 2 n eta_W^(2)``
-    K, K_V, K_W                   ``K``, ``K_V``, ``K_W``    ``sweeps``, ``k_v``, ``k_w``
-    ============================  =========================  ===============================
+    ============================  =========================  ===========================================
+    eta_V                         ``paper_eta_v``            ``hyper.eta_v  = 2 eta_V``
+    eta_W^(1)  (W_2 .. W_L)       ``paper_eta_w_1``          ``hyper.eta_w  = 2 n eta_W^(1)``
+    eta_W^(2)  (W_1)              ``paper_eta_w_2``          ``hyper.eta_w1 = 2 n eta_W^(2)``
+    K, K_V, K_W                   ``K``, ``K_V``, ``K_W``    ``sweeps``, ``algorithm.k_v``, ``algorithm.k_w``
+    ============================  =========================  ===========================================
 
     Attributes:
       theorem: ``"4.1"`` or ``"5.3"``.
@@ -155,7 +167,7 @@ class TheoremBounds:
         (README: ``gamma eta_w1 ell^2 lambda_max(X^T X / n) < 2``). The theorems' bounds use
         max_i ||x_i||, not sigma_max(X) >= max_i ||x_i||, so at the bound it can exceed 1 (for
         Gaussian X with n = 500, d_in = 600 it is about 3); pass a smaller ``paper_eta_w_2`` then.
-      bias: whether a constant-1 column was appended to X (from ``config.bias``).
+      bias: whether a constant-1 column was appended to X (from ``config.network.bias``).
       config: the Config the setting was read from, if any (the default base of ``to_config``).
       activation: the resolved activation (Theorem 4.1 without a Config), for ``to_config``.
     """
@@ -223,11 +235,13 @@ class TheoremBounds:
     def to_config(self, base: Config | None = None) -> Config:
         """A :class:`bcd_jax.Config` that runs the theorem's algorithm with these values.
 
-        Sets ``algorithm``, ``svb``, ``depth``, ``width``, ``gamma``, ``eta_v``, ``eta_w``,
-        ``eta_w1``, ``k_v``, ``k_w`` and ``sweeps = max(K, 1)`` (a Config runs at least one
-        sweep), and the settings the theorems assume where the Config has them: squared loss,
-        no weight decay, fixed step sizes, and ``bias`` as used for X. Theorem 5.3 also sets
-        ``activation="relu"``. Every other field (``seed``, ``inner``, ...) is ``base``'s.
+        Sets ``algorithm`` (:class:`bcd_jax.Akiyama` of the theorem's variant with ``k_v``,
+        ``k_w``, ``svb`` and fixed step sizes), ``network.depth``, ``network.width``, the
+        ``hyper`` numbers ``gamma``, ``eta_v``, ``eta_w``, ``eta_w1`` and ``sweeps = max(K, 1)``
+        (a Config runs at least one sweep), and the settings the theorems assume: squared loss,
+        no weight decay, the network form the algorithm is written for (``network.skip`` unset)
+        and ``bias`` as used for X. Theorem 5.3 also sets ``network.activation="relu"``. Every
+        other setting (``seed``, the activation of Theorem 4.1, ``algorithm.inner``, ...) is ``base``'s.
 
         Args:
           base: the Config to start from; default: the one the bounds were computed from, else
@@ -240,36 +254,33 @@ class TheoremBounds:
           ValueError: ``base``'s activation constants differ from those the bounds used (4.1).
         """
         if base is None:
-            base = self.config if self.config is not None else Config(activation=self.activation or "leaky_relu")
+            base = self.config
+            if base is None:
+                base = Config(network=Network(activation=self.activation or "leaky_relu"))
         if not isinstance(base, Config):
             raise ValueError(f"base: expected a bcd_jax.Config or None, got {type(base).__name__}")
-        changes = dict(
-            algorithm=self.algorithm,
-            svb=tuple(self.svb),
-            depth=self.depth,
-            width=self.width,
-            gamma=self.gamma,
-            eta_v=self.eta_v,
-            eta_w=self.eta_w,
-            eta_w1=self.eta_w1,
-            k_v=self.K_V,
-            k_w=self.K_W,
-            sweeps=max(self.K, 1),
-        )
+        changes = dict(depth=self.depth, width=self.width, loss="squared", bias=self.bias, skip=None)
         if self.theorem == "5.3":
             changes["activation"] = "relu"
-        else:
-            alpha, ell = _activation_constants(None, base.replace(depth=self.depth), "base")
+        try:
+            network = base.network.replace(**changes)
+        except ValueError as exc:  # e.g. a per-layer activation list of another depth
+            raise ValueError(f"base: {exc}") from None
+        if self.theorem == "4.1":
+            alpha, ell = _activation_constants(None, network, "base")
             if (alpha, ell) != (self.alpha, self.ell):
                 raise ValueError(
                     f"base: its activation has alpha = {alpha}, ell = {ell}, but these bounds were computed "
                     f"for alpha = {self.alpha}, ell = {self.ell}"
                 )
-        fields = {f.name for f in dataclasses.fields(Config)}
-        for name, value in (("loss", "squared"), ("weight_decay", 0.0), ("step_size", "fixed"), ("bias", self.bias)):
-            if name in fields:
-                changes[name] = value
-        return base.replace(**changes)
+        # Structural options the theorems say nothing about are kept from the base's Akiyama.
+        kept = {}
+        if isinstance(base.algorithm, Akiyama):
+            kept = {k: getattr(base.algorithm, k) for k in ("inner", "first_layer_form", "spectral_diagnostics")}
+        algorithm = Akiyama(self.algorithm, k_v=self.K_V, k_w=self.K_W, step_size="fixed", svb=tuple(self.svb), **kept)
+        hyper = {"gamma": self.gamma, "eta_v": self.eta_v, "eta_w": self.eta_w, "eta_w1": self.eta_w1,
+                 "weight_decay": 0.0}
+        return Config(network, algorithm, hyper, sweeps=max(self.K, 1), seed=base.seed)
 
 
 def theorem_4_1(
@@ -300,11 +311,11 @@ def theorem_4_1(
         K_V        = ceil( 1/(gamma alpha ell eta_V) * log(48 gamma ell^2 (L-2) r n C_K^2 / (alpha^2 epsilon)) )
         K_W        = ceil( 1/(4 gamma s alpha^2 eta_W^(2)) * log(3 ell^2 x_max^2 r n C_K^2 / (alpha^2 s^2 epsilon)) )
 
-    Sources: the step-size bounds and K, K_V, K_W are the slides' (002, the final version).
-    The review copy (001) differs in three places: ``eta_V <= 1/(8 alpha ell^2)``,
+    Sources: the step-size bounds and K, K_V, K_W are the slides' (the final version).
+    The paper's review copy differs in three places: ``eta_V <= 1/(8 alpha ell^2)``,
     ``eta_W^(2) <= 1/(2 ell^2 x_max)`` (no square, no gamma), and the logarithms of K_V and
     K_W, ``log(3 gamma (L-2) r n C_K^2 / epsilon)`` and ``log(3 r n C_K^2 / epsilon)``. C_K, R,
-    R_max and s are defined only in 001 and taken from there. The K_W prefactor has s (not
+    R_max and s are defined only in the paper and taken from there. The K_W prefactor has s (not
     s^2 = lambda_min(X X^T)) in both sources; it is used as printed. A count whose logarithm is
     <= 0 is 0 (e.g. K_V for L = 2, which has no hidden V loop). eta_W^(1)'s bound uses
     max(K, 1). R_i is the Euclidean norm of the residual row, the natural reading for d_out > 1
@@ -315,12 +326,13 @@ def theorem_4_1(
     min alpha and max ell (every bound is monotone in them).
 
     Args:
-      X: inputs ``(n, d_in)``; Assumption 1 (rank X = n) is required. With ``config.bias`` a
+      X: inputs ``(n, d_in)``; Assumption 1 (rank X = n) is required. With ``config.network.bias`` a
         constant-1 column is appended, as the solver does.
       residuals: the initial output residuals ``W_L V_{L-1,i} - y_i``, ``(n,)`` or ``(n, d_out)``;
         at the exact initialisation, ``bcd_jax.predict(params, X, config) - Y``.
-      config: optional Config supplying activation, depth, width, gamma (its algorithm must
-        be ``"monotone"``); the keywords below override it.
+      config: optional Config supplying the activation, depth and width (``config.network``)
+        and gamma (``config.hyper``); its algorithm must be ``"monotone"``. The keywords below
+        override it.
       c_v: C_V > 0, the assumed bound on lambda_max(V_j V_j^T) during training (see
         :func:`check_run` for the value seen in a run, Remark 4.2 for an a-priori one).
       epsilon: target for the paper's F (sum over samples; n times bcd_jax's ``objective``).
@@ -338,7 +350,7 @@ def theorem_4_1(
         unknown activation constants, rank X < n, or a step size above its bound.
     """
     L, r, g = _setting(config, depth, width, gamma, "monotone", "4.1")
-    alpha, ell = _activation_constants(activation, config, "activation", depth=L)
+    alpha, ell = _activation_constants(activation, _network_at(config, L), "activation")
     if alpha >= 2:
         raise ValueError(f"activation: Assumption 2 needs 0 < alpha < 2, got alpha = {alpha}")
     data, R, R_max = _theorem_data(X, residuals, config, "4.1")
@@ -364,7 +376,7 @@ def theorem_4_1(
         paper_eta_v_max=eta_v_max, paper_eta_w_1_max=eta_w_1_max, paper_eta_w_2_max=eta_w_2_max,
         paper_eta_v=eta_v, paper_eta_w_1=eta_w_1, paper_eta_w_2=eta_w_2, K=K, K_V=K_V, K_W=K_W,
         w1_step_ratio=g * ell**2 * data.sigma_max**2 * eta_w_2,
-        bias=bool(getattr(config, "bias", False)), config=config,
+        bias=_bias(config), config=config,
         activation=get_activation(activation) if activation is not None else None,
     )  # fmt: skip
 
@@ -397,9 +409,9 @@ def theorem_5_3(
         K_V        = ceil( 3/(4 gamma eta_V) * log(49 (L-2) r n C_K^2 / (3 epsilon)) )
         K_W        = ceil( 1/(4 gamma s eta_W^(2)) * log(C_K^2 / epsilon) )
 
-    Source: the review copy (001) only; the slides (002) state Theorem 5.3 without its
-    conditions, and 001's statement is badly garbled by the OCR. Two entries look wrong and are
-    reported as printed: ``eta_W^(2) <= 1/(2 x_max)`` has ||x_i|| unsquared (002 corrected
+    Source: the paper's review copy only; the slides state Theorem 5.3 without its
+    conditions, and the review copy's statement is badly garbled by the OCR. Two entries look wrong and are
+    reported as printed: ``eta_W^(2) <= 1/(2 x_max)`` has ||x_i|| unsquared (the slides corrected
     Theorem 4.1's to ``1/(gamma ell^4 x_max^2)``), and ``eta_V <= 1/(2m)``: at that bound K's
     contraction factor 1 - 4 eta_V m is -1, and the gradient step on ``(W_L v - y)^2`` (stable
     only for ``eta_V < 1/||W_L||^2``, and ``||W_L||^2 >= 2m``) can diverge. The step used by
@@ -408,11 +420,12 @@ def theorem_5_3(
     printed bound. Counts with a logarithm <= 0 are 0; eta_W^(1)'s bound uses max(K, 1).
 
     Args:
-      X: inputs ``(n, d_in)`` with rank X = n (a bias column is appended with ``config.bias``).
+      X: inputs ``(n, d_in)`` with rank X = n (a bias column is appended with ``config.network.bias``).
       residuals: the initial output residuals, ``(n,)`` or ``(n, 1)``.
       w_out: the fixed output weight W_L, ``(r,)`` or ``(1, r)``; it needs entries of both signs
         (Lemma 5.1).
-      config: optional Config supplying depth, width, gamma (algorithm ``"relu_skip"``).
+      config: optional Config supplying depth, width (``config.network``) and gamma
+        (``config.hyper``); its algorithm must be ``"relu_skip"``.
       c_v, epsilon: as in :func:`theorem_4_1`.
       depth, width, gamma: L, r, gamma (override ``config``).
       paper_eta_v, paper_eta_w_1, paper_eta_w_2: step sizes in the paper's convention
@@ -423,7 +436,7 @@ def theorem_5_3(
     """
     L, r, g = _setting(config, depth, width, gamma, "relu_skip", "5.3")
     if config is not None:
-        names = {a.name for a in _layer_activations(config, L)}
+        names = {a.name for a in _network_at(config, L).layer_activations}
         if names != {"relu"}:
             raise ValueError(f"config: Theorem 5.3 is stated for ReLU; this config's activation is {sorted(names)}")
     w = np.asarray(w_out, dtype=np.float64)
@@ -456,7 +469,7 @@ def theorem_5_3(
         paper_eta_v_max=eta_v_max, paper_eta_w_1_max=eta_w_1_max, paper_eta_w_2_max=eta_w_2_max,
         paper_eta_v=eta_v, paper_eta_w_1=eta_w_1, paper_eta_w_2=eta_w_2, K=K, K_V=K_V, K_W=K_W,
         w1_step_ratio=g * data.sigma_max**2 * eta_w_2,
-        bias=bool(getattr(config, "bias", False)), config=config,
+        bias=_bias(config), config=config,
     )  # fmt: skip
 
 
@@ -516,7 +529,7 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     the paper). A NaN singular value counts as outside.
 
     The band: Remark 3.1 says the proof keeps the singular values "in a bounded interval", but
-    the proof (Appendix C) is not in the seeds, so the interval it maintains cannot be read off.
+    the proof (Appendix C) was not available, so the interval it maintains cannot be read off.
     The default band is therefore the SVB interval [s1, s2] itself, which is stricter than the
     proof needs. The theorem's constants suggest the interval of Theorem 4.1's proof: (alpha/2)^L
     in eta_W^(1) and (2/alpha)^L in C_K fit sigma_min(W_j) >= 1/2, and 2^L in Theorem 4.3 fits
@@ -526,7 +539,8 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     Args:
       history: a :class:`bcd_jax.Diagnostics` of stacked arrays (``bcd_jax.fit(...).history``);
         uses ``sv_min``, ``sv_max`` (``(K+1, L)``) and ``v_gram_max`` (``(K+1, L-1)``).
-      config: the run's Config, for ``svb_bounds`` (the theorem's (s1, s2) when ``svb`` is None).
+      config: the run's Config, for ``config.algorithm.svb_bounds`` (the theorem's (s1, s2)
+        when the algorithm's ``svb`` is None).
       svb: ``(s1, s2)``, instead of ``config``.
       band: ``(lo, hi)`` to check instead of ``(s1, s2)``.
       rtol: relative tolerance of the band (default 1e-4).
@@ -535,11 +549,21 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     Returns:
       A :class:`RunCheck`.
     """
+    if config is not None and not isinstance(config, Config):
+        raise ValueError(f"config: expected a bcd_jax.Config or None, got {type(config).__name__}")
+    if config is not None and isinstance(config.algorithm, Akiyama) and not config.algorithm.spectral_diagnostics:
+        raise ValueError("config: check_run reads the spectral diagnostics (sv_min, sv_max, v_gram_max), which this "
+                         "run did not record; run with Akiyama(spectral_diagnostics=True)")
     if band is None:
         if svb is None:
             if config is None:
                 raise ValueError("band: give band=(lo, hi), svb=(s1, s2) or the run's config")
-            svb = config.svb_bounds
+            if not isinstance(config.algorithm, Akiyama):
+                raise ValueError(
+                    f"config: its algorithm {config.algorithm.name!r} has no singular value bounding band; "
+                    "give band=(lo, hi) or svb=(s1, s2)"
+                )
+            svb = config.algorithm.svb_bounds
         band = svb
     lo, hi = (float(b) for b in band)
     if not (0 <= lo <= hi) or not math.isfinite(hi):
@@ -547,6 +571,9 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     rtol = float(rtol)
     if not 0 <= rtol < 1:
         raise ValueError(f"rtol: expected a number in [0, 1), got {rtol!r}")
+    missing = [name for name in ("sv_min", "sv_max", "v_gram_max") if not hasattr(history, name)]
+    if missing:
+        raise ValueError(f"history: expected Akiyama's diagnostics with {missing}; got {type(history).__name__}")
     sv_min = np.atleast_2d(np.asarray(history.sv_min, dtype=np.float64))
     sv_max = np.atleast_2d(np.asarray(history.sv_max, dtype=np.float64))
     v_gram = np.atleast_2d(np.asarray(history.v_gram_max, dtype=np.float64))
@@ -646,8 +673,8 @@ def generalization_bound(
                            + O~( ||X||/n * M * d_in^(1/2) * L^(3/2) * (2r)^(L/2) * log r
                                  + M^2 * sqrt(log(1/delta) / n) )
 
-    The formula is the main text's (001, Section 4.2); Appendix E, which would give the O~'s
-    constants, is not in the seeds, so they are set to 1: the numbers are the bound's shape,
+    The formula is the main text's (the paper, Section 4.2); Appendix E, which would give the O~'s
+    constants, was not available, so they are set to 1: the numbers are the bound's shape,
     not a certified value. ``||X||`` is read as the Frobenius norm sqrt(sum_i ||x_i||^2), the
     data norm of Bartlett et al. (2017), whose spectral-norm bound the proof uses. M bounds
     |f(x) - y| through |f(x)| <= prod_j ||W_j||_op ell^(L-1) ||x||, so 2^L reads as the proof's
@@ -667,24 +694,27 @@ def generalization_bound(
     Returns:
       A :class:`GeneralizationBound`.
     """
-    from bcd_jax.model import predict  # local: keeps this module's import light
-
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
-    if config.algorithm != "monotone":
-        raise ValueError(f"config: Theorem 4.3 is about Algorithm 1 ('monotone'), got {config.algorithm!r}")
-    _, ell = _activation_constants(None, config, "config")
+    if config.algorithm.name != "monotone":
+        raise ValueError(f"config: Theorem 4.3 is about Algorithm 1 ('monotone'), got {config.algorithm.name!r}")
+    network = config.resolved_network
+    _, ell = _activation_constants(None, network, "config")
     delta = float(delta)
     if not 0 < delta < 1:
         raise ValueError(f"delta: expected a number in (0, 1), got {delta!r}")
     if norms not in ("theorem", "trained"):
         raise ValueError(f"norms: expected 'theorem' or 'trained', got {norms!r}")
-    weights = [np.asarray(w, dtype=np.float64) for w in params]
-    Xf, _ = _matrix("X", X, bias=bool(getattr(config, "bias", False)))
+    Xf, _ = _matrix("X", X, bias=network.bias)
     Yf = np.asarray(Y, dtype=np.float64).reshape(Xf.shape[0], -1)
-    pred = np.asarray(predict(params, np.asarray(X, np.asarray(params[0]).dtype), config), dtype=np.float64)
+    check_weights(params, network.layer_shapes(Xf.shape[1] - int(network.bias), Yf.shape[1]), width=network.width)
+    weights = [np.asarray(w, dtype=np.float64) for w in params]
+    # bcd_jax.predict's forward pass, in the weights' precision.
+    dtype = np.asarray(params[0]).dtype
+    features = input_features(jnp.asarray(np.asarray(X, dtype)), network.bias)
+    pred = np.asarray(network_output(tuple(jnp.asarray(w) for w in params), features, network), dtype=np.float64)
     n, d_in = Xf.shape
-    L, r = config.depth, config.width
+    L, r = network.depth, network.width
     b_x = float(np.max(np.linalg.norm(Xf, axis=1))) if b_x is None else _positive("b_x", b_x)
     b_y = float(np.max(np.linalg.norm(Yf, axis=1))) if b_y is None else _positive("b_y", b_y)
     spectral = tuple(float(np.linalg.norm(w, 2)) for w in weights)
@@ -752,7 +782,8 @@ def convergence_rate(
         log(loss_k) ~ a + k log(rho)          (geometric: linear rate, KL exponent theta = 1/2)
         log(loss_k) ~ log(C) - p log(k)       (power law: sublinear, theta in (1/2, 1))
 
-    Xu, Bao and Xing (seed 004) tie the rate of alternating minimisation to the KL exponent:
+    Xu, Bao and Xing ("Convergence Rates of Training Deep Neural Networks via Alternating
+    Minimization Methods", Optimization Letters 2024) tie the rate of alternating minimisation to the KL exponent:
     theta = 1/2 gives a (local R-)linear rate, theta in (1/2, 1) a sublinear one. Index k = 0
     (``history`` entry 0, the initial state) is never used: the power law is undefined there.
     The default floor, ``(100 eps)^2 * max(loss)`` with eps of the sequence's dtype, drops
@@ -831,9 +862,13 @@ def _matrix(name: str, X, *, bias: bool = False) -> tuple[np.ndarray, float]:
     return arr, eps
 
 
+def _bias(config: Config | None) -> bool:
+    return bool(config.network.bias) if config is not None else False
+
+
 def _theorem_data(X, residuals, config, theorem: str) -> tuple[DataReport, float, float]:
-    """The DataReport of X (with the bias column of ``config.bias``), R and R_max of the residuals."""
-    Xf, eps = _matrix("X", X, bias=bool(getattr(config, "bias", False)))
+    """The DataReport of X (with the bias column of ``config.network.bias``), R and R_max of the residuals."""
+    Xf, eps = _matrix("X", X, bias=_bias(config))
     report = _report(Xf, eps)
     if not report.full_row_rank:
         raise ValueError(
@@ -857,16 +892,18 @@ def _setting(config, depth, width, gamma, algorithm: str, theorem: str) -> tuple
     if config is not None:
         if not isinstance(config, Config):
             raise ValueError(f"config: expected a bcd_jax.Config or None, got {type(config).__name__}")
-        if config.algorithm != algorithm:
-            raise ValueError(f"config: Theorem {theorem} is about algorithm {algorithm!r}, got {config.algorithm!r}")
-        if getattr(config, "loss", "squared") != "squared":
-            raise ValueError(f"config: Theorem {theorem} is about the squared loss, got loss={config.loss!r}")
+        if config.algorithm.name != algorithm:
+            raise ValueError(
+                f"config: Theorem {theorem} is about algorithm {algorithm!r}, got {config.algorithm.name!r}"
+            )
+        if config.network.loss_fn.name != "squared":
+            raise ValueError(f"config: Theorem {theorem} is about the squared loss, got loss={config.network.loss!r}")
     values = {"depth": depth, "width": width, "gamma": gamma}
     for name, value in values.items():
         if value is None:
             if config is None:
                 raise ValueError(f"{name}: not given and no config to take it from")
-            values[name] = getattr(config, name)
+            values[name] = config.hyper.gamma if name == "gamma" else getattr(config.network, name)
     for name, low in (("depth", 2), ("width", 1)):
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -874,14 +911,22 @@ def _setting(config, depth, width, gamma, algorithm: str, theorem: str) -> tuple
     return values["depth"], values["width"], _positive("gamma", values["gamma"])
 
 
-def _layer_activations(config: Config, depth: int) -> tuple[Activation, ...]:
-    """The hidden layers' activations of ``config`` at depth ``depth`` (one or one per layer)."""
-    config = config if depth == config.depth else config.replace(depth=depth)
-    return tuple(config.layer_activations) if hasattr(config, "layer_activations") else (config.activation_fn,)
+def _network_at(config: Config | None, depth: int) -> Network | None:
+    """``config``'s network at depth ``depth`` (None without a config)."""
+    if config is None:
+        return None
+    network = config.resolved_network
+    if depth == network.depth:
+        return network
+    try:
+        return network.replace(depth=depth)
+    except ValueError as exc:  # a per-layer activation list of another length
+        raise ValueError(f"depth: {depth} does not fit config.network ({exc})") from None
 
 
-def _activation_constants(activation, config, name: str, *, depth: int | None = None) -> tuple[float, float]:
-    """(alpha, ell) for Assumption 2; per-layer activations give (min alpha, max ell)."""
+def _activation_constants(activation, network: Network | None, name: str) -> tuple[float, float]:
+    """(alpha, ell) for Assumption 2 from ``activation``, else ``network``'s hidden layers;
+    per-layer activations give (min alpha, max ell)."""
     if activation is not None:
         if isinstance(activation, Config):
             raise ValueError(f"{name}: expected an Activation or a registry name; pass a Config as config=")
@@ -889,8 +934,8 @@ def _activation_constants(activation, config, name: str, *, depth: int | None = 
             acts = (get_activation(activation),)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from exc
-    elif config is not None:
-        acts = _layer_activations(config, depth or config.depth)
+    elif network is not None:
+        acts = network.layer_activations
     else:
         raise ValueError(f"{name}: give an Activation (or a Config) to take alpha and ell from")
     unknown = sorted({a.name for a in acts if a.alpha is None or a.lipschitz is None})
