@@ -1,17 +1,53 @@
-"""Small shared helpers for the tests (data, tolerances, algorithm -> activation)."""
+"""Small shared helpers for the tests (configs by role, data, tolerances, algorithm -> activation)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import numpy as np
 
 import bcd_jax
 
+# The registered variants of Akiyama's family: the NumPy reference (tests/reference.py) and the
+# paper-specific tests cover exactly these, so a new family in the registry does not break them.
+AKIYAMA = sorted(name for name in bcd_jax.ALGORITHMS if isinstance(bcd_jax.get_algorithm(name), bcd_jax.Akiyama))
 
-def activation_for(algorithm: str) -> str:
+_NETWORK_FIELDS = frozenset(f.name for f in dataclasses.fields(bcd_jax.Network))
+_RUN_FIELDS = frozenset(("sweeps", "seed"))
+
+
+def spec_of(algorithm):
+    """The paper switches (skip, project_nonneg, ...) of an Akiyama variant (name or object)."""
+    return bcd_jax.get_algorithm(algorithm).spec
+
+
+def activation_for(algorithm) -> str:
     """Algorithm 1 needs a strictly monotone activation; the ReLU variants use ReLU."""
-    spec = bcd_jax.ALGORITHMS[algorithm]
-    return "relu" if spec.project_nonneg else "leaky_relu"
+    return "relu" if spec_of(algorithm).project_nonneg else "leaky_relu"
+
+
+def config(algorithm="monotone", **fields) -> bcd_jax.Config:
+    """A ``Config`` from flat field names, each routed to its role.
+
+    ``depth``, ``width``, ``activation``, ... go to ``network``; the fields of the algorithm's
+    ``Hyper`` (``gamma``, ``eta_v``, ...) to ``hyper``; ``sweeps`` and ``seed`` to the run; any
+    other name is a structural option of the algorithm (``k_v``, ``inner``, ``svb``, ...).
+    """
+    base = bcd_jax.get_algorithm(algorithm)
+    network, options, hyper, run = {}, {}, {}, {}
+    for name, value in fields.items():
+        if name in _NETWORK_FIELDS:
+            network[name] = value
+        elif name in base.Hyper._fields:
+            hyper[name] = value
+        elif name in _RUN_FIELDS:
+            run[name] = value
+        else:
+            options[name] = value
+    if options:
+        algorithm = bcd_jax.get_algorithm({**base.describe(), **options})
+    return bcd_jax.Config(network=bcd_jax.Network(**network), algorithm=algorithm, hyper=hyper, **run)
 
 
 def make_data(n, d_in, d_out=1, seed=0, dtype=np.float64):
@@ -31,13 +67,14 @@ def assert_close(actual, expected, rtol, name=""):
 
 
 def assert_state_matches(state, W_ref, V_ref, rtol):
-    """``state`` (a BCDState) against reference lists in paper indexing (W[1..L], V[1..L-1])."""
+    """``state`` (a BCDState of Akiyama blocks) against reference lists in paper indexing (W[1..L], V[1..L-1])."""
+    blocks = state.blocks
     L = len(W_ref) - 1
-    assert len(state.weights) == L and len(state.hidden) == L - 1
+    assert len(blocks.weights) == L and len(blocks.hidden) == L - 1
     for j in range(1, L + 1):
-        assert_close(state.weights[j - 1], W_ref[j], rtol, f"W_{j}")
+        assert_close(blocks.weights[j - 1], W_ref[j], rtol, f"W_{j}")
     for j in range(1, L):
-        assert_close(state.hidden[j - 1], V_ref[j], rtol, f"V_{j}")
+        assert_close(blocks.hidden[j - 1], V_ref[j], rtol, f"V_{j}")
 
 
 def tree_all_finite(tree) -> bool:
@@ -48,10 +85,9 @@ def tree_all_finite(tree) -> bool:
 SMALL_N, SMALL_D_IN, SMALL_D_OUT = 7, 10, 2
 
 
-def small_config(algorithm: str = "monotone", **overrides) -> bcd_jax.Config:
-    """depth 4, width 5, K_V = 3, K_W = 2, 3 sweeps, four different step sizes."""
+def small_config(algorithm="monotone", **overrides) -> bcd_jax.Config:
+    """depth 4, width 5, K_V = 3, K_W = 2, 3 sweeps, four different step sizes (flat names, see :func:`config`)."""
     fields = dict(
-        algorithm=algorithm,
         activation=activation_for(algorithm),
         negative_slope=0.3,
         depth=4,
@@ -65,4 +101,4 @@ def small_config(algorithm: str = "monotone", **overrides) -> bcd_jax.Config:
         eta_w1=0.2,
     )
     fields.update(overrides)
-    return bcd_jax.Config(**fields)
+    return config(algorithm, **fields)

@@ -2,7 +2,7 @@
 
 Deliberately slow and obvious: Python loops over samples and inner iterations, every
 gradient written out by hand, nothing shared with ``bcd_jax`` except the documented
-conventions (solver.py module docstring):
+conventions (the module docstring of ``bcd_jax/algorithms/akiyama.py``):
 
 * per-sample losses are ``1/2 ||.||^2``; a weight gradient is the MEAN over the n samples
   of the per-sample gradients;
@@ -126,7 +126,11 @@ def predict(W, X, act, skip):
 
 
 def sweep(W, V, Y, *, act, spec, gamma, eta_v, eta_w, eta_w1, k_v, k_w, kinks=None):
-    """One outer iteration of Algorithm 1 / 3. ``V[0]`` is X. Returns new (W, V) lists."""
+    """One outer iteration of Algorithm 1 / 3. ``V[0]`` is X. Returns new (W, V) lists.
+
+    ``spec`` holds the paper's switches (``skip``, ``project_nonneg``, ``train_output_weight``,
+    ``linear_first_layer_fit``): ``bcd_jax.Akiyama(variant).spec``.
+    """
     f, df = act
     W = [None] + [w.copy() for w in W[1:]]
     V = [v.copy() for v in V]

@@ -75,9 +75,10 @@ def test_user_callable_derivative_is_autodiff(x64):
 
 def test_user_callable_fits_end_to_end():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=10, d_in=16, teacher_width=3, activation=jnp.tanh)
-    cfg = bcd_jax.Config(activation=lambda z: z + 0.5 * jnp.tanh(z), depth=3, width=4, gamma=0.2,
-                         eta_v=0.2, eta_w=0.1, eta_w1=0.3, k_v=10, k_w=10, sweeps=8)
-    result = bcd_jax.fit(X, Y, cfg, quiet=True)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(activation=lambda z: z + 0.5 * jnp.tanh(z), depth=3, width=4),
+                         algorithm=bcd_jax.Akiyama(k_v=10, k_w=10),
+                         hyper={"gamma": 0.2, "eta_v": 0.2, "eta_w": 0.1, "eta_w1": 0.3}, sweeps=8)
+    result = bcd_jax.fit(X, Y, cfg, progress=None)
     mse = np.asarray(result.history.train_mse)
     assert result.diverged_at is None and np.all(np.isfinite(mse))
     assert mse[-1] < 0.1 * mse[0]
@@ -87,16 +88,20 @@ def test_user_callable_fits_end_to_end():
 
 @pytest.mark.parametrize("bad", ["tanhh", "", "RELU"])
 def test_unknown_activation_name(bad):
-    with pytest.raises(ValueError, match="activation"):
+    with pytest.raises(ValueError, match="^activation"):
         bcd_jax.get_activation(bad)
-    with pytest.raises(ValueError, match="activation"):
-        bcd_jax.Config(activation=bad)
+    with pytest.raises(ValueError, match="^activation"):
+        bcd_jax.Network(activation=bad)
+    with pytest.raises(ValueError, match="^activation"):
+        bcd_jax.Config().with_overrides({"network.activation": bad})
+    with pytest.raises(ValueError, match="^activation"):  # one bad entry of a per-layer list
+        bcd_jax.Network(depth=3, activation=["relu", bad])
 
 
 def test_non_elementwise_or_broken_callable_is_rejected():
-    with pytest.raises(ValueError, match="activation.*elementwise"):
-        bcd_jax.Config(activation=lambda z: jnp.sum(z))
-    with pytest.raises(ValueError, match="activation"):
-        bcd_jax.Config(activation=lambda z: z @ jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="^activation.*elementwise"):
+        bcd_jax.Network(activation=lambda z: jnp.sum(z))
+    with pytest.raises(ValueError, match="^activation"):
+        bcd_jax.Network(activation=lambda z: z @ jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="activation"):
         bcd_jax.get_activation(3.0)

@@ -11,14 +11,15 @@ import pytest
 
 import bcd_jax
 import reference as ref
-from helpers import SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config
+from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config
 
 
 def test_algorithm1_reaches_100x_lower_error_monotonically():
     """n <= d_in (X has full row rank, Theorem 4.1's setting): the error falls steadily."""
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=20, d_in=40, teacher_width=5)
-    cfg = bcd_jax.Config(depth=3, width=8, gamma=0.2, eta_v=0.5, eta_w=0.3, eta_w1=1.0, k_v=20, k_w=20, sweeps=30)
-    result = bcd_jax.fit(X, Y, cfg, quiet=True)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=8), algorithm=bcd_jax.Akiyama(k_v=20, k_w=20),
+                         hyper={"gamma": 0.2, "eta_v": 0.5, "eta_w": 0.3, "eta_w1": 1.0}, sweeps=30)
+    result = bcd_jax.fit(X, Y, cfg, progress=None)
     mse = np.asarray(result.history.train_mse, np.float64)
     objective = np.asarray(result.history.objective, np.float64)
     assert result.diverged_at is None and mse.shape == (31,)
@@ -31,17 +32,17 @@ def test_algorithm1_reaches_100x_lower_error_monotonically():
 
 def test_algorithm3_relu_skip_reduces_error_10x():
     X, Y = bcd_jax.teacher_problem(jax.random.key(1), n=20, d_in=40, teacher_width=5, activation="relu")
-    cfg = bcd_jax.Config(algorithm="relu_skip", activation="relu", depth=3, width=8, gamma=0.2,
-                         k_v=20, k_w=20, sweeps=30)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=8, activation="relu"),
+                         algorithm=bcd_jax.Akiyama("relu_skip", k_v=20, k_w=20), hyper={"gamma": 0.2}, sweeps=30)
     params = bcd_jax.init_params(jax.random.key(0), cfg, 40, 1)
     w_out = np.asarray(params[-1])
     assert (w_out > 0).any() and (w_out < 0).any()
-    result = bcd_jax.fit(X, Y, cfg, init_params=params, quiet=True)
+    result = bcd_jax.fit(X, Y, cfg, init_params=params, progress=None)
     mse = np.asarray(result.history.train_mse, np.float64)
     assert result.diverged_at is None
     assert mse[-1] <= mse[0] / 10, mse
     np.testing.assert_array_equal(np.asarray(result.params[-1]), w_out)  # W_L is never trained
-    assert all(bool((np.asarray(v) >= 0).all()) for v in result.state.hidden)  # projected V
+    assert all(bool((np.asarray(v) >= 0).all()) for v in result.state.blocks.hidden)  # projected V
 
 
 @pytest.mark.parametrize("algorithm", ["relu_skip", "relu_noskip"])
@@ -55,7 +56,7 @@ def test_one_signed_output_weight_warns_lemma_5_1(algorithm, sign):
     w_out[1, 0] = -w_out[1, 0]
     params[-1] = jnp.asarray(sign * w_out)
     with pytest.warns(RuntimeWarning, match=r"Lemma 5\.1") as record:
-        bcd_jax.fit(X, Y, cfg, init_params=tuple(params), quiet=True)
+        bcd_jax.fit(X, Y, cfg, init_params=tuple(params), progress=None)
     message = next(str(w.message) for w in record if "Lemma 5.1" in str(w.message))
     assert "[0]" in message  # names the offending row, not row 1
 
@@ -71,17 +72,17 @@ def test_no_lemma_warning_when_not_needed():
     assert ((np.asarray(both[-1]) > 0).any(1) & (np.asarray(both[-1]) < 0).any(1)).all()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*Lemma 5.1.*")
-        bcd_jax.fit(X, Y, cfg1, init_params=one_signed, quiet=True)
-        bcd_jax.fit(X, Y, cfg3, init_params=both, quiet=True)
+        bcd_jax.fit(X, Y, cfg1, init_params=one_signed, progress=None)
+        bcd_jax.fit(X, Y, cfg3, init_params=both, progress=None)
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_predict_is_the_forward_pass(x64, algorithm):
     cfg = small_config(algorithm)
     X, Y = make_data(SMALL_N, SMALL_D_IN, SMALL_D_OUT, seed=4)
     params = bcd_jax.init_params(jax.random.key(3), cfg, SMALL_D_IN, SMALL_D_OUT, dtype=jnp.float64)
-    spec = bcd_jax.ALGORITHMS[algorithm]
-    act = ref.reference_activation(cfg.activation, cfg.negative_slope)
+    spec = cfg.algorithm.spec
+    act = ref.reference_activation(cfg.network.activation, cfg.network.negative_slope)
     out = bcd_jax.predict(params, X, cfg)
     assert out.shape == (SMALL_N, SMALL_D_OUT) and out.dtype == jnp.float64
     assert_close(out, ref.predict(ref.as_paper(params), X, act, spec.skip), 1e-12, "predict")
@@ -89,16 +90,17 @@ def test_predict_is_the_forward_pass(x64, algorithm):
     X_new = make_data(3, SMALL_D_IN, seed=9)[0]
     assert_close(bcd_jax.predict(params, X_new, cfg), ref.predict(ref.as_paper(params), X_new, act, spec.skip), 1e-12)
     # hidden_forward gives the same hidden layers as the reference.
-    hidden = bcd_jax.hidden_forward(params, X, cfg)
+    assert cfg.network.skip is None and cfg.resolved_network.skip is spec.skip  # the form the variant is written for
+    hidden = bcd_jax.hidden_forward(params, X, cfg.resolved_network)
     V = ref.forward_hidden(ref.as_paper(params), X, act, spec.skip)
-    for j in range(1, cfg.depth):
+    for j in range(1, cfg.network.depth):
         assert_close(hidden[j - 1], V[j], 1e-12, f"h_{j}")
 
 
 def test_predict_after_fit_matches_reported_train_mse():
     X, Y = make_data(SMALL_N, SMALL_D_IN, 1, seed=2, dtype=np.float32)
     cfg = small_config("monotone", sweeps=3)
-    result = bcd_jax.fit(X, Y[:, 0], cfg, quiet=True)  # vector targets
+    result = bcd_jax.fit(X, Y[:, 0], cfg, progress=None)  # vector targets
     pred = bcd_jax.predict(result.params, X, cfg)
     assert pred.shape == (SMALL_N, 1) and pred.dtype == jnp.float32
     mse = float(np.mean(np.sum((np.asarray(pred, np.float64) - Y) ** 2, axis=1)))

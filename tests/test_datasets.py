@@ -254,10 +254,10 @@ def test_bundled_split_is_deterministic_and_seeded():
 def test_tiny_fit_on_digits_beats_chance():
     pytest.importorskip("sklearn")
     data = datasets.load_digits().subset(200, 100)
-    config = bcd_jax.Config(depth=3, width=16, loss="softmax_cross_entropy", bias=True, step_size="auto",
-                            k_v=5, k_w=5, sweeps=8)
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=16, loss="softmax_cross_entropy", bias=True),
+                            algorithm=bcd_jax.Akiyama(step_size="auto", k_v=5, k_w=5), sweeps=8)
     result = bcd_jax.fit(data.X_train, data.y_train, config, key=jax.random.key(0),
-                         validation=(data.X_test, data.y_test), quiet=True)
+                         validation=(data.X_test, data.y_test), progress=None)
     assert result.diverged_at is None
     assert result.history.train_loss[-1] < result.history.train_loss[0]
     assert result.history.train_accuracy[-1] > 0.6  # chance is 0.1

@@ -9,7 +9,8 @@ import pytest
 
 import bcd_jax
 import reference as ref
-from helpers import SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, assert_state_matches, small_config
+from bcd_jax.algorithms.akiyama import FIRST_LAYER_FORMS
+from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, assert_state_matches, small_config, spec_of
 
 RTOL = 1e-10
 N, D_IN, D_OUT = SMALL_N, SMALL_D_IN, SMALL_D_OUT
@@ -39,15 +40,16 @@ def make_problem_data(seed):
 
 
 def _ref_kwargs(cfg, act):
+    hyper = cfg.hyper
     return dict(
         act=act,
-        spec=bcd_jax.ALGORITHMS[cfg.algorithm],
-        gamma=cfg.gamma,
-        eta_v=cfg.eta_v,
-        eta_w=cfg.eta_w,
-        eta_w1=cfg.eta_w1,
-        k_v=cfg.k_v,
-        k_w=cfg.k_w,
+        spec=cfg.algorithm.spec,
+        gamma=hyper.gamma,
+        eta_v=hyper.eta_v,
+        eta_w=hyper.eta_w,
+        eta_w1=hyper.eta_w1,
+        k_v=cfg.algorithm.k_v,
+        k_w=cfg.algorithm.k_w,
     )
 
 
@@ -63,25 +65,31 @@ def _assert_diagnostics(info, expected, index=None):
 
 def test_paper_switches_of_the_registered_algorithms():
     """The flags that the generic reference reads, pinned to the paper's boxes."""
-    a1, a3, a3n = (bcd_jax.ALGORITHMS[k] for k in ("monotone", "relu_skip", "relu_noskip"))
+    a1, a3, a3n = (spec_of(k) for k in ("monotone", "relu_skip", "relu_noskip"))
     assert (a1.skip, a1.project_nonneg, a1.train_output_weight, a1.linear_first_layer_fit) == (False, False, True, False)
     assert (a3.skip, a3.project_nonneg, a3.train_output_weight, a3.linear_first_layer_fit) == (True, True, False, True)
     assert (a3n.skip, a3n.project_nonneg, a3n.train_output_weight, a3n.linear_first_layer_fit) == (False, True, False, True)
     assert a1.svb_output_weight and not a3.svb_output_weight and not a3n.svb_output_weight
     assert a1.default_svb == (0.75, 1.25) and a3.default_svb == (0.0, 0.25)
+    # The registry builds these variants, and the network form follows the variant's switch.
+    for name, spec in (("monotone", a1), ("relu_skip", a3), ("relu_noskip", a3n)):
+        algorithm = bcd_jax.ALGORITHMS[name]()
+        assert isinstance(algorithm, bcd_jax.Akiyama) and algorithm.name == name and algorithm.spec == spec
+        assert bcd_jax.Config(algorithm=name).resolved_network.skip is spec.skip
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_init_state_is_the_exact_forward_pass(x64, algorithm):
     cfg = _config(algorithm)
     X, Y, params = _problem(cfg, SEEDS.get(algorithm, 0))
     state = bcd_jax.init_state(params, X, Y, cfg)
-    spec = bcd_jax.ALGORITHMS[algorithm]
-    V = ref.forward_hidden(ref.as_paper(params), X, ref.reference_activation(cfg.activation, 0.3), spec.skip)
-    for j in range(1, cfg.depth):
-        assert_close(state.hidden[j - 1], V[j], RTOL, f"V_{j}")
-        assert state.hidden[j - 1].dtype == jnp.float64
-    for w, w0 in zip(state.weights, params):
+    spec = cfg.algorithm.spec
+    V = ref.forward_hidden(ref.as_paper(params), X, ref.reference_activation(cfg.network.activation, 0.3), spec.skip)
+    assert isinstance(state.blocks, bcd_jax.AkiyamaBlocks)
+    for j in range(1, cfg.network.depth):
+        assert_close(state.blocks.hidden[j - 1], V[j], RTOL, f"V_{j}")
+        assert state.blocks.hidden[j - 1].dtype == jnp.float64
+    for w, w0 in zip(state.blocks.weights, params):
         np.testing.assert_array_equal(np.asarray(w), np.asarray(w0))
     assert int(state.sweep) == 0 and state.sweep.dtype == jnp.int32
     # At the exact initialisation every layer loss is zero and the objective is the output loss.
@@ -91,13 +99,13 @@ def test_init_state_is_the_exact_forward_pass(x64, algorithm):
 
 
 @pytest.mark.parametrize("depth,k_v,k_w", [(4, 3, 2), (2, 2, 3), (3, 0, 0)])
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_sweep_matches_reference(x64, algorithm, depth, k_v, k_w):
     cfg = _config(algorithm, depth=depth, k_v=k_v, k_w=k_w)
     seed = SEEDS.get(algorithm, 0)
     X, Y, params = _problem(cfg, seed)
-    act = ref.reference_activation(cfg.activation, 0.3)
-    spec = bcd_jax.ALGORITHMS[algorithm]
+    act = ref.reference_activation(cfg.network.activation, 0.3)
+    spec = cfg.algorithm.spec
     kinks = ref.Kinks()
     W = ref.as_paper(params)
     V = ref.forward_hidden(W, X, act, spec.skip, kinks)
@@ -109,29 +117,29 @@ def test_sweep_matches_reference(x64, algorithm, depth, k_v, k_w):
         W, V = ref.sweep(W, V, Y, kinks=kinks, **kw)
         assert int(state.sweep) == k
         assert_state_matches(state, W, V, RTOL)
-        _assert_diagnostics(info, ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.gamma))
-    if cfg.activation == "relu":
+        _assert_diagnostics(info, ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.hyper.gamma))
+    if cfg.network.activation == "relu":
         assert kinks.min_abs > 1e-6, "test data hit the ReLU kink; pick another seed"
     if not spec.train_output_weight:
-        np.testing.assert_array_equal(np.asarray(state.weights[-1]), np.asarray(params[-1]))
+        np.testing.assert_array_equal(np.asarray(state.blocks.weights[-1]), np.asarray(params[-1]))
     if spec.project_nonneg:
-        assert all(bool((np.asarray(v) >= 0).all()) for v in state.hidden)
+        assert all(bool((np.asarray(v) >= 0).all()) for v in state.blocks.hidden)
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_run_and_fit_match_reference(x64, algorithm):
     cfg = _config(algorithm)
     seed = SEEDS.get(algorithm, 0)
     X, Y, params = _problem(cfg, seed)
-    act = ref.reference_activation(cfg.activation, 0.3)
-    spec = bcd_jax.ALGORITHMS[algorithm]
+    act = ref.reference_activation(cfg.network.activation, 0.3)
+    spec = cfg.algorithm.spec
     kw = _ref_kwargs(cfg, act)
     W = ref.as_paper(params)
     V = ref.forward_hidden(W, X, act, spec.skip)
-    expected = [ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.gamma)]
+    expected = [ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.hyper.gamma)]
     for _ in range(cfg.sweeps):
         W, V = ref.sweep(W, V, Y, **kw)
-        expected.append(ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.gamma))
+        expected.append(ref.diagnostics(W, V, Y, act=act, spec=spec, gamma=cfg.hyper.gamma))
 
     # run: one compiled scan.
     state0 = bcd_jax.init_state(params, X, Y, cfg)
@@ -144,10 +152,10 @@ def test_run_and_fit_match_reference(x64, algorithm):
         _assert_diagnostics(history, expected[k + 1], index=k)
 
     # fit: the host-side wrapper, from the same initial weights.
-    result = bcd_jax.fit(X, Y, cfg, init_params=params)
+    result = bcd_jax.fit(X, Y, cfg, init_params=params, progress=None)
     assert result.diverged_at is None and result.sweeps_completed == cfg.sweeps
     assert_state_matches(result.state, W, V, RTOL)
-    for j in range(1, cfg.depth + 1):
+    for j in range(1, cfg.network.depth + 1):
         assert_close(result.params[j - 1], W[j], RTOL, f"params W_{j}")
     assert np.asarray(result.history.train_mse).shape == (cfg.sweeps + 1,)
     for k in range(cfg.sweeps + 1):
@@ -160,19 +168,19 @@ def test_fit_draws_weights_from_key_like_init_params(x64):
     cfg = _config("monotone", sweeps=2).replace(seed=5)
     X, Y = make_problem_data(0)
     params = bcd_jax.init_params(jax.random.key(5), cfg, D_IN, D_OUT, dtype=jnp.float64)
-    from_seed = bcd_jax.fit(X, Y, cfg)
-    from_key = bcd_jax.fit(X, Y, cfg, key=jax.random.key(5))
-    from_params = bcd_jax.fit(X, Y, cfg, init_params=params)
+    from_seed = bcd_jax.fit(X, Y, cfg, progress=None)
+    from_key = bcd_jax.fit(X, Y, cfg, key=jax.random.key(5), progress=None)
+    from_params = bcd_jax.fit(X, Y, cfg, init_params=params, progress=None)
     for a, b, c in zip(from_seed.params, from_key.params, from_params.params):
         assert a.dtype == jnp.float64
         np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
         np.testing.assert_array_equal(np.asarray(b), np.asarray(c))
-    other = bcd_jax.fit(X, Y, cfg, key=jax.random.key(6))
+    other = bcd_jax.fit(X, Y, cfg, key=jax.random.key(6), progress=None)
     assert not np.allclose(np.asarray(other.params[0]), np.asarray(from_key.params[0]))
 
 
 def test_user_activation_end_to_end_matches_hand_derivative(x64):
-    """A user callable: the solver's sigma' is autodiff's, equal to the hand-written one."""
+    """A user callable: the algorithm's sigma' is autodiff's, equal to the hand-written one."""
 
     def tanh_plus(z):
         return z + 0.5 * jnp.tanh(z)
@@ -180,32 +188,27 @@ def test_user_activation_end_to_end_matches_hand_derivative(x64):
     cfg = _config("monotone", activation=tanh_plus)
     X, Y, params = _problem(cfg, 0)
     act = ref.reference_activation("tanh_plus")
-    spec = bcd_jax.ALGORITHMS["monotone"]
+    spec = cfg.algorithm.spec
     W = ref.as_paper(params)
     V = ref.forward_hidden(W, X, act, spec.skip)
     W, V = ref.run(W, V, Y, cfg.sweeps, **_ref_kwargs(cfg, act))
-    result = bcd_jax.fit(X, Y, cfg, init_params=params)
+    result = bcd_jax.fit(X, Y, cfg, init_params=params, progress=None)
     assert result.diverged_at is None
     assert_state_matches(result.state, W, V, RTOL)
     pred = bcd_jax.predict(result.params, X, cfg)
     assert_close(pred, ref.predict(W, X, act, False), RTOL, "predict")
 
 
-def _first_layer_forms():
-    from bcd_jax import config as config_module
-
-    return [f for f in getattr(config_module, "FIRST_LAYER_FORMS", ()) if f != "auto"]
-
-
-@pytest.mark.parametrize("form", _first_layer_forms())
+@pytest.mark.parametrize("form", [f for f in FIRST_LAYER_FORMS if f != "auto"])
 @pytest.mark.parametrize("algorithm", ["monotone", "relu_skip"])
 def test_every_first_layer_form_matches_reference(x64, algorithm, form):
     """The K_W loop on W_1 (sigma-fit and linear-surrogate fit) in each of its computed forms."""
     cfg = _config(algorithm, depth=3, k_v=2, k_w=4, first_layer_form=form)
     X, Y, params = _problem(cfg, SEEDS[algorithm])
-    act = ref.reference_activation(cfg.activation, 0.3)
+    assert cfg.algorithm.uses_gram_form(N, D_IN) is (form == "gram")
+    act = ref.reference_activation(cfg.network.activation, 0.3)
     W = ref.as_paper(params)
-    V = ref.forward_hidden(W, X, act, bcd_jax.ALGORITHMS[algorithm].skip)
+    V = ref.forward_hidden(W, X, act, cfg.algorithm.spec.skip)
     state = bcd_jax.init_state(params, X, Y, cfg)
     for _ in range(2):
         state, _ = bcd_jax.sweep(state, X, Y, cfg)

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 import bcd_jax
-from helpers import assert_close
+from helpers import AKIYAMA, activation_for, assert_close
+from helpers import config as make_config
 
 # -- a plain reference for a two-layer network (W_1, W_2, V_1), one loss gradient per sample --
 
 
 def _loss_gradient(name, p, y):
     """d loss / d pred, written out by hand for each built-in loss (one sample)."""
-    if name == "squared":
+    if name in ("squared", "squared_multiclass"):
         return p - y
     if name == "softmax_cross_entropy":
         e = np.exp(p - p.max())
@@ -74,43 +75,47 @@ def test_output_layer_steps_use_the_loss_gradient(x64, loss, weight_decay):
     n, d_in = 9, 11
     X = rng.normal(size=(n, d_in))
     Y = _targets(loss, n, rng)
-    config = bcd_jax.Config(depth=2, width=5, k_w=4, gamma=0.5, eta_v=0.7, eta_w=0.6, eta_w1=0.4, loss=loss,
-                            weight_decay=weight_decay, first_layer_form="primal")
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(depth=2, width=5, loss=loss),
+        algorithm=bcd_jax.Akiyama(k_w=4, first_layer_form="primal"),
+        hyper={"gamma": 0.5, "eta_v": 0.7, "eta_w": 0.6, "eta_w1": 0.4, "weight_decay": weight_decay},
+    )
     params = bcd_jax.init_params(jax.random.key(0), config, d_in, Y.shape[1], dtype=jnp.float64)
     state = bcd_jax.init_state(params, X, Y, config)
-    V1 = np.asarray(state.hidden[0])
+    V1 = np.asarray(state.blocks.hidden[0])
     for _ in range(3):
         state, _ = bcd_jax.sweep(state, X, Y, config)
     W1, W2, V1 = _reference_two_layer(np.asarray(params[0]), np.asarray(params[1]), V1, X, Y, loss, slope=0.5,
                                       gamma=0.5, eta_v=0.7, eta_w=0.6, eta_w1=0.4, weight_decay=weight_decay,
                                       k_w=4, sweeps=3)
-    assert_close(state.weights[0], W1, 1e-10, "W_1")
-    assert_close(state.weights[1], W2, 1e-10, "W_2")
-    assert_close(state.hidden[0], V1, 1e-10, "V_1")
+    assert_close(state.blocks.weights[0], W1, 1e-10, "W_1")
+    assert_close(state.blocks.weights[1], W2, 1e-10, "W_2")
+    assert_close(state.blocks.hidden[0], V1, 1e-10, "V_1")
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_gram_form_with_weight_decay_gives_the_primal_iterates(x64, algorithm):
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(8, 12)), rng.normal(size=(8, 1))
-    activation = "relu" if bcd_jax.ALGORITHMS[algorithm].project_nonneg else "leaky_relu"
-    config = bcd_jax.Config(algorithm=algorithm, activation=activation, depth=3, width=4, k_v=3, k_w=5,
-                            weight_decay=0.05)
+    config = make_config(algorithm, activation=activation_for(algorithm), depth=3, width=4, k_v=3, k_w=5,
+                         weight_decay=0.05)
     params = bcd_jax.init_params(jax.random.key(1), config, 12, 1, dtype=jnp.float64)
     out = {}
     for form in ("primal", "gram"):
-        cfg = config.replace(first_layer_form=form)
+        cfg = config.with_overrides({"algorithm.first_layer_form": form})
         state, *_ = bcd_jax.run(bcd_jax.init_state(params, X, Y, cfg), X, Y, cfg, num_sweeps=3)
         out[form] = state
-    for a, b in zip(jax.tree.leaves(out["gram"]), jax.tree.leaves(out["primal"])):
+    assert out["primal"].cache.gram is None and out["gram"].cache.gram is not None
+    for a, b in zip(jax.tree.leaves(out["gram"].blocks), jax.tree.leaves(out["primal"].blocks)):
         assert_close(a, b, 1e-10)
 
 
 def test_weight_decay_shrinks_the_weights():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=30, d_in=40)
-    base = bcd_jax.Config(depth=3, width=6, k_v=5, k_w=5, sweeps=10)
-    plain = bcd_jax.fit(X, Y, base, quiet=True)
-    decayed = bcd_jax.fit(X, Y, base.replace(weight_decay=0.1), quiet=True)
+    base = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=6), algorithm=bcd_jax.Akiyama(k_v=5, k_w=5),
+                          sweeps=10)
+    plain = bcd_jax.fit(X, Y, base, progress=None)
+    decayed = bcd_jax.fit(X, Y, base.with_overrides({"hyper.weight_decay": 0.1}), progress=None)
     assert decayed.diverged_at is None
     norms = [(float(jnp.linalg.norm(a)), float(jnp.linalg.norm(b))) for a, b in zip(plain.params, decayed.params)]
     assert all(decayed_norm < plain_norm for plain_norm, decayed_norm in norms), norms
@@ -127,9 +132,8 @@ def _blobs(n, d, classes, seed=0, spread=0.4):
 
 def test_classification_with_integer_labels_reports_accuracy():
     X, labels = _blobs(60, 8, 3)
-    config = bcd_jax.Config(depth=3, width=10, k_v=10, k_w=10, sweeps=15, loss="softmax_cross_entropy",
-                            step_size="auto")
-    result = bcd_jax.fit(X, labels, config, key=jax.random.key(0), quiet=True)
+    config = make_config(depth=3, width=10, k_v=10, k_w=10, sweeps=15, loss="softmax_cross_entropy", step_size="auto")
+    result = bcd_jax.fit(X, labels, config, key=jax.random.key(0), progress=None)
     assert result.params[-1].shape == (3, 10)
     assert result.history.train_accuracy[-1] >= 0.95
     assert result.history.train_loss[-1] < 0.5 * result.history.train_loss[0]
@@ -137,22 +141,22 @@ def test_classification_with_integer_labels_reports_accuracy():
     assert scores.shape == (60, 3)
     np.testing.assert_allclose(np.mean(np.argmax(scores, 1) == labels), result.history.train_accuracy[-1], atol=1e-6)
     # One-hot rows are the same targets as integer labels.
-    one_hot = bcd_jax.fit(X, np.eye(3)[labels], config, key=jax.random.key(0), quiet=True)
+    one_hot = bcd_jax.fit(X, np.eye(3)[labels], config, key=jax.random.key(0), progress=None)
     np.testing.assert_array_equal(one_hot.history.train_loss, result.history.train_loss)
 
 
 def test_binary_logistic_and_hinge_classify():
     X, labels = _blobs(50, 6, 2, seed=1)
     for loss, targets in (("logistic", labels), ("hinge", labels)):
-        config = bcd_jax.Config(depth=3, width=8, k_v=10, k_w=10, sweeps=15, loss=loss, step_size="auto")
-        result = bcd_jax.fit(X, targets, config, key=jax.random.key(0), quiet=True)
+        config = make_config(depth=3, width=8, k_v=10, k_w=10, sweeps=15, loss=loss, step_size="auto")
+        result = bcd_jax.fit(X, targets, config, key=jax.random.key(0), progress=None)
         assert result.history.train_accuracy[-1] >= 0.95, loss
     assert bcd_jax.predict(result.params, X, config).shape == (50, 2)  # hinge: one score per class
 
 
 def test_bad_classification_targets_are_named():
     X, labels = _blobs(20, 4, 3)
-    config = bcd_jax.Config(depth=2, width=4, loss="softmax_cross_entropy", num_classes=3)
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=2, width=4, loss="softmax_cross_entropy", num_classes=3))
     with pytest.raises(ValueError, match=r"labels outside the class range \[0, 3\)"):
         bcd_jax.fit(X, labels + 1, config)
     with pytest.raises(ValueError, match="labels outside the class range"):
@@ -160,13 +164,15 @@ def test_bad_classification_targets_are_named():
     with pytest.raises(ValueError, match="class labels must be integers"):
         bcd_jax.fit(X, labels + 0.5, config)
     with pytest.raises(ValueError, match="binary labels must be 0 or 1"):
-        bcd_jax.fit(X, labels, config.replace(loss="logistic", num_classes=None))
+        bcd_jax.fit(X, labels, config.with_overrides({"network.loss": "logistic", "network.num_classes": None}))
     with pytest.raises(ValueError, match="one-hot"):
         bcd_jax.fit(X, np.full((20, 3), 0.5), config)
-    with pytest.raises(ValueError, match="loss: unknown name 'cross_entropy'"):
-        bcd_jax.Config(loss="cross_entropy")
-    with pytest.raises(ValueError, match="num_classes"):
-        bcd_jax.Config(num_classes=1)
+    with pytest.raises(ValueError, match="^loss: unknown name 'cross_entropy'"):
+        bcd_jax.Network(loss="cross_entropy")
+    with pytest.raises(ValueError, match="^loss: unknown name 'cross_entropy'"):
+        bcd_jax.Config().with_overrides({"network.loss": "cross_entropy"})
+    with pytest.raises(ValueError, match="^num_classes"):
+        bcd_jax.Network(num_classes=1)
 
 
 def test_user_loss_is_differentiated_by_autodiff(x64):
@@ -176,78 +182,84 @@ def test_user_loss_is_differentiated_by_autodiff(x64):
 
     rng = np.random.default_rng(2)
     X, Y = rng.normal(size=(10, 12)), 3.0 * rng.normal(size=(10, 1))
-    config = bcd_jax.Config(depth=3, width=5, k_v=5, k_w=5, sweeps=20, loss=huber)
-    result = bcd_jax.fit(X, Y, config, quiet=True)
+    config = make_config(depth=3, width=5, k_v=5, k_w=5, sweeps=20, loss=huber)
+    result = bcd_jax.fit(X, Y, config, progress=None)
     assert result.history.train_loss[-1] < 0.1 * result.history.train_loss[0]
-    with pytest.raises(ValueError, match="loss"):
-        bcd_jax.Config(loss=lambda p, t: p - t)  # not a scalar
+    with pytest.raises(ValueError, match="^loss"):
+        bcd_jax.Network(loss=lambda p, t: p - t)  # not a scalar
 
 
 def test_per_layer_activations():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=20, d_in=30)
-    config = bcd_jax.Config(depth=4, width=6, k_v=5, k_w=5, sweeps=5, activation=["leaky_relu", "identity", "leaky_relu"],
-                            step_size="auto")
-    assert config.activation == ("leaky_relu", "identity", "leaky_relu")
-    result = bcd_jax.fit(X, Y, config, quiet=True)
+    config = make_config(depth=4, width=6, k_v=5, k_w=5, sweeps=5, activation=["leaky_relu", "identity", "leaky_relu"],
+                         step_size="auto")
+    assert config.network.activation == ("leaky_relu", "identity", "leaky_relu")
+    assert [a.name for a in config.network.layer_activations] == ["leaky_relu", "identity", "leaky_relu"]
+    hash(config)  # the list became a tuple: still a static argument
+    result = bcd_jax.fit(X, Y, config, progress=None)
     W = result.params
     leaky = lambda z: jnp.where(z >= 0, z, 0.5 * z)  # noqa: E731
     manual = leaky((leaky(X @ W[0].T) @ W[1].T) @ W[2].T) @ W[3].T
     np.testing.assert_allclose(bcd_jax.predict(W, X, config), manual, rtol=1e-5, atol=1e-6)
     assert result.diverged_at is None and result.history.train_mse[-1] < 0.1 * result.history.train_mse[0]
-    with pytest.raises(ValueError, match="activation: a per-layer list needs depth - 1 = 3"):
-        bcd_jax.Config(depth=4, activation=["relu", "relu"])
+    with pytest.raises(ValueError, match="^activation: a per-layer list needs depth - 1 = 3"):
+        bcd_jax.Network(depth=4, activation=["relu", "relu"])
 
 
 def test_bias_feature_gives_w1_a_bias_column():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(30, 5)).astype(np.float32)
     Y = (X[:, :1] + 4.0).astype(np.float32)  # an offset the bias-free layer 1 cannot produce from 0
-    config = bcd_jax.Config(depth=3, width=8, k_v=10, k_w=30, sweeps=20, bias=True, step_size="auto")
+    config = make_config(depth=3, width=8, k_v=10, k_w=30, sweeps=20, bias=True, step_size="auto")
     params = bcd_jax.init_params(jax.random.key(0), config, 5, 1)
     assert params[0].shape == (8, 6)
-    result = bcd_jax.fit(X, Y, config, quiet=True)
+    result = bcd_jax.fit(X, Y, config, progress=None)
     W = result.params
     leaky = lambda z: jnp.where(z >= 0, z, 0.5 * z)  # noqa: E731
     manual = leaky(leaky(X @ W[0][:, :5].T + W[0][:, 5]) @ W[1].T) @ W[2].T
     np.testing.assert_allclose(bcd_jax.predict(W, X, config), manual, rtol=1e-5, atol=1e-5)
     assert result.history.train_mse[-1] < 1e-2 * result.history.train_mse[0]
-    with pytest.raises(ValueError, match="params"):
-        bcd_jax.predict(bcd_jax.init_params(jax.random.key(0), config.replace(bias=False), 5, 1), X, config)
+    # Weights without the bias column: W_1 is (8, 5), so they expect d_in = 4 raw features.
+    with pytest.raises(ValueError, match=r"^X: has 5 columns; the weights expect d_in = 4"):
+        no_bias = config.with_overrides({"network.bias": False})
+        bcd_jax.predict(bcd_jax.init_params(jax.random.key(0), no_bias, 5, 1), X, config)
 
 
 @pytest.mark.parametrize("scale", [100.0, 0.01])
 def test_auto_step_sizes_survive_rescaled_inputs(scale):
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=40, d_in=60)
-    base = bcd_jax.Config(depth=4, width=8, k_v=20, k_w=20, sweeps=30)
-    auto = bcd_jax.fit(X * scale, Y, base.replace(step_size="auto"), key=jax.random.key(1), quiet=True)
+    base = make_config(depth=4, width=8, k_v=20, k_w=20, sweeps=30)
+    auto = bcd_jax.fit(X * scale, Y, base.with_overrides({"algorithm.step_size": "auto"}), key=jax.random.key(1),
+                       progress=None)
     assert auto.diverged_at is None
     assert auto.history.train_mse[-1] < 1e-4 * auto.history.train_mse[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bcd_jax.BCDDivergenceWarning)
-        fixed = bcd_jax.fit(X * scale, Y, base, key=jax.random.key(1), quiet=True)
+        fixed = bcd_jax.fit(X * scale, Y, base, key=jax.random.key(1), progress=None)
     # Step size 1 fails there: it diverges (x100) or barely moves (x0.01).
     assert fixed.diverged_at is not None or fixed.history.train_mse[-1] > 0.5 * fixed.history.train_mse[0]
 
 
 def test_auto_step_size_needs_declared_constants():
-    with pytest.raises(ValueError, match="step_size"):
-        bcd_jax.Config(activation=lambda z: z + 0.5 * jnp.tanh(z), step_size="auto")
-    with pytest.raises(ValueError, match="step_size"):
-        bcd_jax.Config(step_size="adaptive")
+    auto = bcd_jax.Akiyama(step_size="auto")
+    with pytest.raises(ValueError, match="^step_size"):
+        bcd_jax.Config(network=bcd_jax.Network(activation=lambda z: z + 0.5 * jnp.tanh(z)), algorithm=auto)
+    with pytest.raises(ValueError, match="^step_size"):
+        bcd_jax.Akiyama(step_size="adaptive")
     smooth = bcd_jax.Activation("smooth", lambda z: z + 0.5 * jnp.tanh(z), alpha=1.0, lipschitz=1.5)
-    bcd_jax.Config(activation=smooth, step_size="auto")
+    bcd_jax.Config(network=bcd_jax.Network(activation=smooth), algorithm=auto)
 
 
 def test_validation_metrics():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=40, d_in=30)
     X_val, Y_val = bcd_jax.teacher_problem(jax.random.key(0), n=60, d_in=30)
     X_val, Y_val = X_val[40:], Y_val[40:]  # same teacher, other inputs
-    config = bcd_jax.Config(depth=3, width=6, k_v=5, k_w=5, sweeps=5)
-    result = bcd_jax.fit(X, Y, config, validation=(X_val, Y_val), quiet=True)
+    config = make_config(depth=3, width=6, k_v=5, k_w=5, sweeps=5)
+    result = bcd_jax.fit(X, Y, config, validation=(X_val, Y_val), progress=None)
     expected = float(jnp.mean(jnp.sum((bcd_jax.predict(result.params, X_val, config) - Y_val) ** 2, -1)))
     np.testing.assert_allclose(result.history.val_mse[-1], expected, rtol=1e-5)
     assert np.all(np.isnan(result.history.train_accuracy))  # regression
-    plain = bcd_jax.fit(X, Y, config, quiet=True)
+    plain = bcd_jax.fit(X, Y, config, progress=None)
     assert np.all(np.isnan(plain.history.val_mse))
     with pytest.raises(ValueError, match="validation X"):
         bcd_jax.fit(X, Y, config, validation=(X_val[:, :5], Y_val))
@@ -258,9 +270,33 @@ def test_validation_metrics():
 @pytest.mark.parametrize("activation", ["smooth_leaky_relu", "tanh_shortcut"])
 def test_smooth_strictly_monotone_activations_train(activation):
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=30, d_in=40)
-    config = bcd_jax.Config(depth=3, width=8, k_v=10, k_w=10, sweeps=15, activation=activation, step_size="auto")
-    result = bcd_jax.fit(X, Y, config, quiet=True)
+    config = make_config(depth=3, width=8, k_v=10, k_w=10, sweeps=15, activation=activation, step_size="auto")
+    result = bcd_jax.fit(X, Y, config, progress=None)
     assert result.diverged_at is None
     assert result.history.train_mse[-1] < 1e-2 * result.history.train_mse[0]
-    act = config.layer_activations[0]
+    act = config.network.layer_activations[0]
     assert act.alpha > 0 and act.lipschitz is not None  # Assumption 2 holds, so the theory applies
+
+
+def test_integer_labels_of_many_classes_take_memory_proportional_to_n():
+    """Labels become n x classes rows, never a classes x classes matrix (here that would be 40 GB)."""
+    import tracemalloc
+
+    classes = 100_000
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, classes - 1])
+    network = bcd_jax.Network(depth=2, width=3, loss="softmax_cross_entropy", num_classes=classes)
+    config = bcd_jax.Config(network=network, algorithm=bcd_jax.Akiyama(k_v=1, k_w=1, spectral_diagnostics=False),
+                            sweeps=1)
+    params = bcd_jax.init_params(jax.random.key(0), config, 3, classes)
+    tracemalloc.start()
+    try:
+        state = bcd_jax.init_state(params, X, labels, config)
+        result = bcd_jax.fit(X, labels, config, init_params=params, validation=(X, labels), progress=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak  # a few n x classes float32 copies (3.2 MB each)
+    assert state.blocks.weights[-1].shape == (classes, 3) and result.sweeps_completed == 1
+    assert np.isfinite(result.history.val_accuracy[-1])

@@ -9,7 +9,8 @@ import pytest
 
 import bcd_jax
 import reference as ref
-from helpers import activation_for, assert_close
+from bcd_jax.algorithms.primitives import singular_value_bounding
+from helpers import AKIYAMA, activation_for, assert_close, config
 
 
 def _matrix_with_singular_values(rng, shape, svals):
@@ -25,28 +26,28 @@ def test_singular_value_bounding_clips_values_and_keeps_vectors(x64, shape):
     k = min(shape)
     svals = np.sort(np.linspace(0.05, 3.0, k))[::-1]  # straddles [0.5, 1.5] on both sides
     w, u, v = _matrix_with_singular_values(rng, shape, svals)
-    out = np.asarray(bcd_jax.singular_value_bounding(jnp.asarray(w), 0.5, 1.5))
+    out = np.asarray(singular_value_bounding(jnp.asarray(w), 0.5, 1.5))
     assert out.shape == shape and out.dtype == np.float64
     expected = u @ np.diag(np.clip(svals, 0.5, 1.5)) @ v.T  # same singular vectors, clipped values
     assert_close(out, expected, 1e-12, "SVB(W)")
     np.testing.assert_allclose(np.linalg.svd(out, compute_uv=False), np.sort(np.clip(svals, 0.5, 1.5))[::-1], rtol=1e-12)
     # Bounds that contain every singular value leave the matrix unchanged.
-    assert_close(bcd_jax.singular_value_bounding(jnp.asarray(w), 0.01, 10.0), w, 1e-12, "SVB no-op")
+    assert_close(singular_value_bounding(jnp.asarray(w), 0.01, 10.0), w, 1e-12, "SVB no-op")
 
 
 def test_singular_value_bounding_float32():
     rng = np.random.default_rng(1)
     w, _, _ = _matrix_with_singular_values(rng, (4, 4), np.array([4.0, 2.0, 0.5, 0.1]))
-    out = bcd_jax.singular_value_bounding(jnp.asarray(w, jnp.float32), 0.75, 1.25)
+    out = singular_value_bounding(jnp.asarray(w, jnp.float32), 0.75, 1.25)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(np.linalg.svd(np.asarray(out, np.float64), compute_uv=False), [1.25, 1.25, 0.75, 0.75], rtol=1e-5)
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_init_params_bounds_the_paper_layers(algorithm):
     """SVB hits W_2..W_L (Algorithm 1) or W_2..W_{L-1} (Algorithm 3); never W_1."""
-    spec = bcd_jax.ALGORITHMS[algorithm]
-    cfg = bcd_jax.Config(algorithm=algorithm, activation=activation_for(algorithm), depth=4, width=5, svb=(2.0, 3.0))
+    cfg = config(algorithm, activation=activation_for(algorithm), depth=4, width=5, svb=(2.0, 3.0))
+    spec = cfg.algorithm.spec
     params = bcd_jax.init_params(jax.random.key(0), cfg, 12, 2)
     assert [tuple(w.shape) for w in params] == [(5, 12), (5, 5), (5, 5), (2, 5)]
     assert all(w.dtype == jnp.float32 for w in params)
@@ -62,9 +63,9 @@ def test_init_params_bounds_the_paper_layers(algorithm):
 
 
 def test_init_params_default_bounds_and_output_weight():
-    cfg1 = bcd_jax.Config(depth=3, width=6)
-    cfg3 = bcd_jax.Config(algorithm="relu_skip", activation="relu", depth=3, width=6)
-    assert cfg1.svb_bounds == (0.75, 1.25) and cfg3.svb_bounds == (0.0, 0.25)
+    cfg1 = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=6))
+    cfg3 = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=6, activation="relu"), algorithm="relu_skip")
+    assert cfg1.algorithm.svb_bounds == (0.75, 1.25) and cfg3.algorithm.svb_bounds == (0.0, 0.25)
     p1 = bcd_jax.init_params(jax.random.key(1), cfg1, 10, 1)
     p3 = bcd_jax.init_params(jax.random.key(1), cfg3, 10, 1)
     s1 = np.linalg.svd(np.asarray(p1[1]), compute_uv=False)
@@ -78,7 +79,7 @@ def test_init_params_default_bounds_and_output_weight():
 
 
 def test_init_params_gaussian_scale_and_seeding(x64):
-    cfg = bcd_jax.Config(algorithm="relu_skip", activation="relu", depth=3, width=40)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=40, activation="relu"), algorithm="relu_skip")
     a = bcd_jax.init_params(jax.random.key(3), cfg, 400, 30, dtype=jnp.float64)
     b = bcd_jax.init_params(jax.random.key(3), cfg, 400, 30, dtype=jnp.float64)
     c = bcd_jax.init_params(jax.random.key(4), cfg, 400, 30, dtype=jnp.float64)
@@ -92,21 +93,23 @@ def test_init_params_gaussian_scale_and_seeding(x64):
     assert np.var(np.asarray(a[-1])) * 40 == pytest.approx(1.0, rel=0.15)
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_diagnostics_of_an_arbitrary_state(x64, algorithm):
     """Layer losses (with the skip term for j >= 2 under Algorithm 3), C_V and the rest, by hand."""
     rng = np.random.default_rng(7)
     n, d_in, r, d_out, L = 6, 9, 4, 2, 4
-    cfg = bcd_jax.Config(algorithm=algorithm, activation=activation_for(algorithm), depth=L, width=r, gamma=0.7)
+    cfg = config(algorithm, activation=activation_for(algorithm), depth=L, width=r, gamma=0.7)
     X = rng.normal(size=(n, d_in))
     Y = rng.normal(size=(n, d_out))
     weights = (rng.normal(size=(r, d_in)), rng.normal(size=(r, r)), rng.normal(size=(r, r)), rng.normal(size=(d_out, r)))
     hidden = tuple(np.abs(rng.normal(size=(n, r))) for _ in range(L - 1))  # not the forward pass
-    state = bcd_jax.BCDState(tuple(map(jnp.asarray, weights)), tuple(map(jnp.asarray, hidden)), jnp.asarray(3, jnp.int32))
+    blocks = bcd_jax.AkiyamaBlocks(tuple(map(jnp.asarray, weights)), tuple(map(jnp.asarray, hidden)))
+    state = bcd_jax.BCDState(blocks, (), jnp.asarray(3, jnp.int32))  # diagnostics need no cache
     info = bcd_jax.diagnostics(state, X, Y, cfg)
-    spec = bcd_jax.ALGORITHMS[algorithm]
-    act = ref.reference_activation(cfg.activation, cfg.negative_slope)
-    expected = ref.diagnostics(ref.as_paper(weights), [X, *hidden], Y, act=act, spec=spec, gamma=cfg.gamma)
+    assert isinstance(info, bcd_jax.Diagnostics)
+    spec = cfg.algorithm.spec
+    act = ref.reference_activation(cfg.network.activation, cfg.network.negative_slope)
+    expected = ref.diagnostics(ref.as_paper(weights), [X, *hidden], Y, act=act, spec=spec, gamma=cfg.hyper.gamma)
     for field, value in expected.items():
         assert_close(getattr(info, field), value, 1e-10, field)
     assert np.asarray(info.layer_losses).shape == (L - 1,)
@@ -116,10 +119,11 @@ def test_diagnostics_of_an_arbitrary_state(x64, algorithm):
 
 
 def test_diagnostics_flags_the_non_finite_block(x64):
-    cfg = bcd_jax.Config(depth=3, width=3)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=3))
     X, Y = np.ones((4, 5)) * np.arange(5), np.arange(4.0)
     params = bcd_jax.init_params(jax.random.key(0), cfg, 5, 1, dtype=jnp.float64)
     state = bcd_jax.init_state(params, X, Y, cfg)
-    bad = state._replace(hidden=(state.hidden[0], state.hidden[1].at[2, 1].set(jnp.nan)))
+    hidden = state.blocks.hidden
+    bad = state._replace(blocks=state.blocks._replace(hidden=(hidden[0], hidden[1].at[2, 1].set(jnp.nan))))
     finite = np.asarray(bcd_jax.diagnostics(bad, X, Y, cfg).blocks_finite)
     assert finite.tolist() == [True, True, True, True, False]  # W_1, W_2, W_3, V_1, V_2

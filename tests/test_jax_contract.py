@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax import solver
-from helpers import SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config
+from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config
 
 
 def _setup(algorithm="monotone", dtype=np.float32, n=SMALL_N, d_in=SMALL_D_IN, d_out=SMALL_D_OUT, **overrides):
@@ -25,7 +26,7 @@ def _avals(tree):
 
 
 def _assert_trees_close(a, b, rtol):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
+    chex.assert_trees_all_equal_structs(a, b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         if np.issubdtype(np.asarray(y).dtype, np.floating):
             assert_close(x, y, rtol)
@@ -33,7 +34,11 @@ def _assert_trees_close(a, b, rtol):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def _with_hyper(cfg, **values):
+    return cfg.with_overrides({f"hyper.{k}": v for k, v in values.items()})
+
+
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_sweep_inside_user_jit_agrees(algorithm):
     cfg, X, Y, params = _setup(algorithm)
     state = bcd_jax.init_state(params, X, Y, cfg)
@@ -57,16 +62,36 @@ def test_sweep_step_sizes_do_not_recompile(compile_log):
     jax.block_until_ready(bcd_jax.sweep(state, X, Y, cfg))
     assert compile_log.count() >= 1  # the detector sees the first compile of this structure
     before = compile_log.count()
-    cache = solver._sweep_jit._cache_size() if hasattr(solver._sweep_jit, "_cache_size") else None
-    out_a = bcd_jax.sweep(state, X, Y, cfg.replace(gamma=0.1, eta_v=0.2, eta_w=0.05, eta_w1=0.7))
-    out_b = bcd_jax.sweep(state, X + 1.0, Y * 2.0, cfg.replace(gamma=3.0))  # new values, same shapes
-    jax.block_until_ready((out_a, out_b))
+    out_a = bcd_jax.sweep(state, X, Y, _with_hyper(cfg, gamma=0.1, eta_v=0.2, eta_w=0.05, eta_w1=0.7))
+    out_b = bcd_jax.sweep(state, X + 1.0, Y * 2.0, _with_hyper(cfg, gamma=3.0))  # new values, same shapes
+    out_c = bcd_jax.sweep(state, X, Y, cfg.replace(seed=9))  # the seed is not part of a sweep either
+    jax.block_until_ready((out_a, out_b, out_c))
     assert compile_log.count() == before, compile_log.messages
-    if cache is not None:
-        assert solver._sweep_jit._cache_size() == cache
     # The new step sizes were used: the results differ.
     first, _ = bcd_jax.sweep(state, X, Y, cfg)
-    assert not np.allclose(np.asarray(first.weights[-1]), np.asarray(out_a[0].weights[-1]))
+    assert not np.allclose(np.asarray(first.blocks.weights[-1]), np.asarray(out_a[0].blocks.weights[-1]))
+    # Configs that differ in hyper and seed only share one structure (what a program depends on).
+    assert _with_hyper(cfg, gamma=3.0).replace(seed=4).structure() == cfg.structure()
+    assert cfg.with_overrides({"network.width": 4}).structure() != cfg.structure()
+
+
+def test_user_jit_around_sweep_traces_once():
+    """New data values (same shapes) and new states never retrace a user's jitted step."""
+    cfg, X, Y, params = _setup(width=3, k_v=7, k_w=5)
+    state = bcd_jax.init_state(params, X, Y, cfg)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(s, X, Y):
+        return bcd_jax.sweep(s, X, Y, cfg)
+
+    s1, _ = step(state, X, Y)
+    s2, _ = step(s1, X + 1.0, Y * 2.0)
+    s3, info = step(s2, jnp.asarray(X), jnp.asarray(Y))
+    assert int(s3.sweep) == 3
+    chex.assert_trees_all_equal_shapes_and_dtypes(s3, state)
+    chex.assert_tree_all_finite(s3.blocks)
+    chex.assert_type(info.objective, jnp.float32)
 
 
 def test_run_and_fit_step_sizes_do_not_recompile(compile_log):
@@ -74,41 +99,62 @@ def test_run_and_fit_step_sizes_do_not_recompile(compile_log):
     state = bcd_jax.init_state(params, X, Y, cfg)
     jax.block_until_ready(bcd_jax.run(state, X, Y, cfg))
     after_run = compile_log.count()
-    first_fit = bcd_jax.fit(X, Y, cfg, init_params=params, quiet=True)
+    first_fit = bcd_jax.fit(X, Y, cfg, init_params=params, progress=None)
     assert after_run >= 1 and compile_log.count() > after_run  # both first calls compile, and are seen
     before = compile_log.count()
-    other = cfg.replace(gamma=0.9, eta_v=0.05, eta_w=0.07, eta_w1=0.11)
+    other = _with_hyper(cfg, gamma=0.9, eta_v=0.05, eta_w=0.07, eta_w1=0.11)
     jax.block_until_ready(bcd_jax.run(state, X, Y, other))
-    second_fit = bcd_jax.fit(X, Y, other, init_params=params, quiet=True)
+    second_fit = bcd_jax.fit(X, Y, other, init_params=params, progress=None)
+    from_seed = bcd_jax.fit(X, Y, other.replace(seed=3), progress=None)  # drawing other weights: no compile
     assert compile_log.count() == before, compile_log.messages
     assert not np.allclose(np.asarray(first_fit.params[0]), np.asarray(second_fit.params[0]))
+    assert not np.allclose(np.asarray(from_seed.params[0]), np.asarray(second_fit.params[0]))
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+def test_sweep_reuses_the_cache_of_init_state(x64):
+    """The data-only work (here X X^T of the Gram form) is done once, in init_state, and carried."""
+    cfg, X, Y, params = _setup(dtype=np.float64, first_layer_form="gram")
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    assert isinstance(state.cache, bcd_jax.algorithms.akiyama.AkiyamaCache)
+    assert_close(state.cache.gram, X @ X.T, 1e-12, "X X^T")
+    new, _ = bcd_jax.sweep(state, X, Y, cfg)
+    chex.assert_trees_all_equal(new.cache, state.cache)
+    final, *_ = bcd_jax.run(state, X, Y, cfg, num_sweeps=2)
+    chex.assert_trees_all_equal(final.cache, state.cache)
+    # sweep reads state.cache rather than recomputing it: a different cache gives a different W_1.
+    poisoned = state._replace(cache=state.cache._replace(gram=2.0 * state.cache.gram))
+    other, _ = bcd_jax.sweep(poisoned, X, Y, cfg)
+    assert not np.allclose(np.asarray(other.blocks.weights[0]), np.asarray(new.blocks.weights[0]))
+    np.testing.assert_array_equal(np.asarray(other.blocks.weights[1]), np.asarray(new.blocks.weights[1]))
+
+
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_float32_state_keeps_dtype_and_structure(algorithm):
     cfg, X, Y, params = _setup(algorithm)
     state = bcd_jax.init_state(params, X, Y, cfg)
-    assert all(a.dtype == jnp.float32 for a in state.weights + state.hidden)
-    assert state.sweep.dtype == jnp.int32
+    chex.assert_type(list(state.blocks.weights + state.blocks.hidden), jnp.float32)
+    chex.assert_shape(list(state.blocks.hidden), (SMALL_N, 5))
+    chex.assert_type(state.sweep, jnp.int32)
     new, info = bcd_jax.sweep(state, X, Y, cfg)
-    assert jax.tree.structure(new) == jax.tree.structure(state)
+    chex.assert_trees_all_equal_structs(new, state)
     assert _avals(new) == _avals(state)  # shapes, dtypes and weak types
     assert not any(a.weak_type for a in jax.tree.leaves(new))
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(info) if a.dtype != jnp.bool_)
     final, initial, history, completed = bcd_jax.run(state, X, Y, cfg)
     assert _avals(final) == _avals(state)
     assert completed.dtype == jnp.bool_ and completed.shape == (cfg.sweeps,)
-    assert history.train_mse.shape == (cfg.sweeps,) and history.train_mse.dtype == jnp.float32
+    chex.assert_shape(history.train_mse, (cfg.sweeps,))
+    chex.assert_type(history.train_mse, jnp.float32)
 
 
 def test_float64_state_keeps_dtype(x64):
     cfg, X, Y, params = _setup("relu_skip", dtype=np.float64)
     state = bcd_jax.init_state(params, X, Y, cfg)
-    assert all(a.dtype == jnp.float64 for a in state.weights + state.hidden)
+    chex.assert_type(list(state.blocks.weights + state.blocks.hidden), jnp.float64)
     new, info = bcd_jax.sweep(state, X, Y, cfg)
     assert _avals(new) == _avals(state)
     assert info.objective.dtype == jnp.float64
-    result = bcd_jax.fit(X, Y, cfg, quiet=True)
+    result = bcd_jax.fit(X, Y, cfg, progress=None)
     assert all(w.dtype == jnp.float64 for w in result.params)
     assert _avals(result.state) == _avals(state)
     assert bcd_jax.predict(result.params, X, cfg).dtype == jnp.float64
@@ -119,7 +165,7 @@ def test_float32_data_with_float64_weights_stays_float32(x64):
     cfg, X, Y, params64 = _setup(dtype=np.float64)
     X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
     state = bcd_jax.init_state(params64, X32, Y32, cfg)
-    assert all(a.dtype == jnp.float32 for a in state.weights + state.hidden)
+    chex.assert_type(list(state.blocks.weights + state.blocks.hidden), jnp.float32)
     new, _ = bcd_jax.sweep(state, X32, Y32, cfg)
     assert _avals(new) == _avals(state)
 
@@ -130,11 +176,11 @@ def test_integer_targets_are_cast_to_the_data_dtype():
     state = bcd_jax.init_state(params, X, Y_int, cfg)
     new, _ = bcd_jax.sweep(state, X, Y_int, cfg)
     ref_state, _ = bcd_jax.sweep(state, X, Y_int.astype(np.float32)[:, None], cfg)
-    assert new.weights[-1].dtype == jnp.float32
+    assert new.blocks.weights[-1].dtype == jnp.float32
     _assert_trees_close(new, ref_state, 1e-6)
 
 
-@pytest.mark.parametrize("algorithm", sorted(bcd_jax.ALGORITHMS))
+@pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_run_equals_repeated_sweeps(x64, algorithm):
     cfg, X, Y, params = _setup(algorithm, dtype=np.float64)
     state = bcd_jax.init_state(params, X, Y, cfg)
@@ -149,14 +195,14 @@ def test_run_equals_repeated_sweeps(x64, algorithm):
     _assert_trees_close(final, s, 1e-12)
     assert int(final.sweep) == k
     # The input state is not consumed (run does not donate it).
-    assert int(state.sweep) == 0 and np.isfinite(np.asarray(state.hidden[0])).all()
+    assert int(state.sweep) == 0 and np.isfinite(np.asarray(state.blocks.hidden[0])).all()
 
 
 def test_fit_leaves_the_callers_arrays_usable():
     cfg, X, Y, params = _setup()
     copies = [np.array(w) for w in params]
     Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-    bcd_jax.fit(Xj, Yj, cfg, init_params=params, quiet=True)
+    bcd_jax.fit(Xj, Yj, cfg, init_params=params, progress=None)
     for w, c in zip(params, copies):
         assert not w.is_deleted()
         np.testing.assert_array_equal(np.asarray(w), c)
@@ -183,5 +229,5 @@ def test_vmap_over_seeds_and_data_equals_loop(x64):
     for b in range(3):
         _assert_trees_close(jax.tree.map(lambda a: a[b], batched), train(keys[b], Xs[b], Ys[b]), 1e-9)
     # Different seeds on the same data really give different runs.
-    weights_1 = np.asarray(batched[0].weights[0])
+    weights_1 = np.asarray(batched[0].blocks.weights[0])
     assert not np.allclose(weights_1[0], weights_1[1])

@@ -10,13 +10,15 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax.checkpoint import CHECKPOINT_FILE
+from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
+from bcd_jax.driver.progress import TextProgress
 
-CONFIG = bcd_jax.Config(sweeps=12, k_v=4, k_w=4, width=6, depth=4)
+CONFIG = bcd_jax.Config(network=bcd_jax.Network(width=6, depth=4), algorithm=bcd_jax.Akiyama(k_v=4, k_w=4), sweeps=12)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_resume_is_bit_identical(data, tmp_path):
     assert _leaves_equal(full.history, resumed.history)
     assert resumed.history.train_mse.shape == (13,)
     # Chunking does not change the arithmetic: a single-call run gives the same bits.
-    plain = bcd_jax.fit(X, Y, CONFIG, key=key, quiet=True)
+    plain = bcd_jax.fit(X, Y, CONFIG, key=key, progress=None)
     assert _leaves_equal(full.state, plain.state)
 
 
@@ -59,7 +61,12 @@ def test_checkpoint_of_another_config_or_data_is_refused(data, tmp_path):
     bcd_jax.fit(X, Y, CONFIG.replace(sweeps=2), checkpoint_dir=tmp_path)
     before = (tmp_path / CHECKPOINT_FILE).read_bytes()
     with pytest.raises(ValueError, match="another config .*gamma"):
-        bcd_jax.fit(X, Y, CONFIG.replace(gamma=0.3), checkpoint_dir=tmp_path, resume=True)
+        bcd_jax.fit(X, Y, CONFIG.with_overrides({"hyper.gamma": 0.3}), checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"another config .*network\.width"):
+        bcd_jax.fit(X, Y, CONFIG.with_overrides({"network.width": 5}), checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"another config .*algorithm\.name: checkpoint 'monotone' vs now 'relu_skip'"):
+        bcd_jax.fit(X, Y, CONFIG.with_overrides({"algorithm.name": "relu_skip"}), checkpoint_dir=tmp_path,
+                    resume=True)
     with pytest.raises(ValueError, match="other training data"):
         bcd_jax.fit(X + 1.0, Y, CONFIG, checkpoint_dir=tmp_path, resume=True)
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
@@ -85,7 +92,7 @@ def test_interrupt_leaves_the_last_checkpoint_usable(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, checkpoint_every=3, callback=interrupt)
     resumed = bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, checkpoint_every=3, resume=True)
-    full = bcd_jax.fit(X, Y, CONFIG, quiet=True)
+    full = bcd_jax.fit(X, Y, CONFIG, progress=None)
     assert int(resumed.state.sweep) == 12
     assert _leaves_equal(full.state, resumed.state)
 
@@ -98,22 +105,53 @@ def test_callback_receives_every_chunk(data):
     np.testing.assert_array_equal(np.concatenate([m for _, m in seen]), result.history.train_mse[1:])
 
 
-def test_progress_line_and_quiet(data, monkeypatch):
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_line(data, monkeypatch):
+    X, Y = data
+    stream = io.StringIO()
+    bcd_jax.fit(X, Y, CONFIG, progress=TextProgress(stream=stream, delay=0.0))
+    text = stream.getvalue()
+    assert "sweep 12/12" in text and "train loss" in text and text.endswith("\n"), text
+
+    monkeypatch.setattr(TextProgress.__init__, "__defaults__", (None, 0.0, 24))  # show at once
+    # None: nothing, even on a terminal; "auto": a line on a terminal only; "text": always.
+    for progress, stderr, expect in ((None, _Terminal, False), ("none", _Terminal, False), ("auto", _Terminal, True),
+                                     ("auto", io.StringIO, False), ("text", io.StringIO, True)):
+        stream = stderr()
+        monkeypatch.setattr(sys, "stderr", stream)
+        bcd_jax.fit(X, Y, CONFIG, progress=progress)
+        text = stream.getvalue()
+        assert ("sweep 12/12" in text and "train loss" in text) is expect, (progress, text)
+
+
+def test_a_user_progress_meter_sees_every_chunk(data):
     X, Y = data
 
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+    class Meter:
+        active = True
 
-    from bcd_jax import solver
+        def __init__(self):
+            self.calls = []
 
-    monkeypatch.setattr(solver._Progress.__init__, "__defaults__", (0.0,))  # show at once
-    for quiet, expect in ((False, True), (True, False)):
-        stream = Terminal()
-        monkeypatch.setattr(sys, "stderr", stream)
-        bcd_jax.fit(X, Y, CONFIG, quiet=quiet)
-        text = stream.getvalue()
-        assert ("sweep 12/12" in text and "train MSE" in text) is expect, text
+        def start(self, total, done=0):
+            self.calls.append(("start", total, done))
+
+        def update(self, done, info):
+            self.calls.append(("update", done, float(info.train_loss)))
+
+        def close(self):
+            self.calls.append(("close",))
+
+    meter = Meter()
+    result = bcd_jax.fit(X, Y, CONFIG, progress=meter)
+    assert meter.calls[0] == ("start", 12, 0) and meter.calls[-1] == ("close",)
+    updates = [c for c in meter.calls if c[0] == "update"]
+    assert [c[1] for c in updates] == list(range(1, 13))  # an active meter: chunks of one sweep
+    assert updates[-1][2] == pytest.approx(result.train_loss)
 
 
 def test_bad_operation_options(data, tmp_path):
@@ -128,6 +166,46 @@ def test_bad_operation_options(data, tmp_path):
         bcd_jax.fit(X, Y, CONFIG, callback=3)
     with pytest.raises(ValueError, match="mesh"):
         bcd_jax.fit(X, Y, CONFIG, mesh="cpu")
+    with pytest.raises(ValueError, match="^progress"):
+        bcd_jax.fit(X, Y, CONFIG, progress="loud")
+    with pytest.raises(ValueError, match="^config"):
+        bcd_jax.fit(X, Y, CONFIG.to_dict())
+
+
+def _never_called(done, info):
+    raise AssertionError("a sweep ran although the config was refused")
+
+
+def test_unrecordable_activation_is_refused_before_training(data, tmp_path):
+    """A bare lambda has no registry name: a checkpoint could not tell it from another function."""
+    X, Y = data
+    config = CONFIG.with_overrides({"network.activation": lambda z: z + 0.5 * jnp.tanh(z), "sweeps": 2,
+                                    "hyper.eta_v": 0.2, "hyper.eta_w": 0.1, "hyper.eta_w1": 0.3})
+    with pytest.raises(ValueError, match=r"^activation: the callable .* cannot be recorded losslessly"):
+        bcd_jax.fit(X, Y, config, checkpoint_dir=tmp_path / "c", callback=_never_called)
+    assert not (tmp_path / "c" / CHECKPOINT_FILE).exists()
+    assert not list((tmp_path / "c").glob(".*"))  # no lock or temporary file left behind
+    per_layer = config.with_overrides({"network.activation": ["leaky_relu", lambda z: z, "leaky_relu"]})
+    with pytest.raises(ValueError, match=r"^activation: the callable"):
+        bcd_jax.fit(X, Y, per_layer, checkpoint_dir=tmp_path / "c", callback=_never_called)
+    assert bcd_jax.fit(X, Y, config, progress=None).sweeps_completed == 2  # without a checkpoint it trains
+
+
+def test_per_layer_list_with_a_registered_activation_resumes(data, tmp_path):
+    X, Y = data
+    mine = bcd_jax.register_activation(
+        bcd_jax.Activation("test_operations_shortcut", lambda z: z + 0.5 * jnp.tanh(z), alpha=1.0, lipschitz=1.5),
+        overwrite=True)
+    try:
+        config = CONFIG.with_overrides({"network.activation": ["leaky_relu", mine, "tanh_shortcut"], "sweeps": 4})
+        assert config.to_dict()["network"]["activation"] == ["leaky_relu", "test_operations_shortcut", "tanh_shortcut"]
+        full = bcd_jax.fit(X, Y, config, key=jax.random.key(2), progress=None)
+        bcd_jax.fit(X, Y, config.replace(sweeps=2), key=jax.random.key(2), checkpoint_dir=tmp_path)
+        resumed = bcd_jax.fit(X, Y, config, key=jax.random.key(2), checkpoint_dir=tmp_path, resume=True)
+        assert _leaves_equal(full.state.blocks, resumed.state.blocks)
+        assert _leaves_equal(full.history, resumed.history)
+    finally:
+        bcd_jax.ACTIVATIONS.pop("test_operations_shortcut", None)
 
 
 SHARDED_SCRIPT = textwrap.dedent(
@@ -139,13 +217,15 @@ SHARDED_SCRIPT = textwrap.dedent(
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=64, d_in=40)
     for algorithm, activation in (("monotone", "leaky_relu"), ("relu_skip", "relu")):
         for inner in ("gd", "exact"):
-            cfg = bcd_jax.Config(algorithm=algorithm, activation=activation, sweeps=5, k_v=5, k_w=5, width=8,
-                                 depth=4, inner=inner)
-            single = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), quiet=True)
-            sharded = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), quiet=True, mesh=mesh)
-            assert len(sharded.state.hidden[0].sharding.device_set) == 8
+            cfg = bcd_jax.Config(network=bcd_jax.Network(depth=4, width=8, activation=activation),
+                                 algorithm=bcd_jax.Akiyama(algorithm, k_v=5, k_w=5, inner=inner), sweeps=5)
+            single = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), progress=None)
+            sharded = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), progress=None, mesh=mesh)
+            hidden = sharded.state.blocks.hidden[0]
+            assert len(hidden.sharding.device_set) == 8 and not hidden.sharding.is_fully_replicated
+            assert sharded.state.blocks.weights[0].sharding.is_fully_replicated
             worst = 0.0
-            for a, b in zip(jax.tree.leaves(sharded.state), jax.tree.leaves(single.state)):
+            for a, b in zip(jax.tree.leaves(sharded.state.blocks), jax.tree.leaves(single.state.blocks)):
                 a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
                 worst = max(worst, float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30)))
             print(algorithm, inner, "max relative difference", worst)
@@ -182,8 +262,8 @@ MULTI_PROCESS_SCRIPT = textwrap.dedent(
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=32, d_in=40)
     X, Y = np.asarray(X), np.asarray(Y)
     mine = slice(16 * pid, 16 * (pid + 1))  # each process feeds only its own samples
-    cfg = bcd_jax.Config(sweeps=4, k_v=3, k_w=3, width=6, depth=3)
-    result = bcd_jax.fit(X[mine], Y[mine], cfg, key=jax.random.key(1), quiet=True, mesh=mesh)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(width=6, depth=3), algorithm=bcd_jax.Akiyama(k_v=3, k_w=3), sweeps=4)
+    result = bcd_jax.fit(X[mine], Y[mine], cfg, key=jax.random.key(1), progress=None, mesh=mesh)
     np.save(sys.argv[3], np.concatenate([np.asarray(result.history.train_mse)] + [np.asarray(w).ravel() for w in result.params]))
     """
 )
@@ -208,7 +288,8 @@ def test_two_processes_equal_one(data, tmp_path):
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
 
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=32, d_in=40)
-    single = bcd_jax.fit(X, Y, bcd_jax.Config(sweeps=4, k_v=3, k_w=3, width=6, depth=3), key=jax.random.key(1), quiet=True)
+    cfg = bcd_jax.Config(network=bcd_jax.Network(width=6, depth=3), algorithm=bcd_jax.Akiyama(k_v=3, k_w=3), sweeps=4)
+    single = bcd_jax.fit(X, Y, cfg, key=jax.random.key(1), progress=None)
     expected = np.concatenate([single.history.train_mse] + [np.asarray(w).ravel() for w in single.params])
     for pid in (0, 1):
         np.testing.assert_allclose(np.load(tmp_path / f"out{pid}.npy"), expected, rtol=1e-5, atol=1e-6)
@@ -218,7 +299,7 @@ VMAP_SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np
     import bcd_jax
-    config = bcd_jax.Config(spectral_diagnostics=False)  # the paper's Figure 1 sizes
+    config = bcd_jax.Config(algorithm=bcd_jax.Akiyama(spectral_diagnostics=False))  # the paper's Figure 1 sizes
     X, Y = bcd_jax.teacher_problem(jax.random.key(0))
     def train(key):
         params = bcd_jax.init_params(key, config, 600, 1)

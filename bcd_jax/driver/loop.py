@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from bcd_jax.algorithms.base import Algorithm, Data
@@ -39,8 +40,9 @@ class LoopOutput(NamedTuple):
     blocks_finite: jax.Array
 
 
-def run_loop(blocks, cache, data: Data, hyper, *, algorithm: Algorithm, network: Network, num_sweeps: int,
-             limit=None) -> LoopOutput:
+def run_loop(
+    blocks, cache, data: Data, hyper, *, algorithm: Algorithm, network: Network, num_sweeps: int, limit=None
+) -> LoopOutput:
     """Up to ``num_sweeps`` sweeps of ``algorithm`` under one ``lax.scan`` (traceable, pure)."""
     initial = algorithm.info(blocks, data, hyper, network)
     limit = num_sweeps if limit is None else limit
@@ -81,17 +83,21 @@ run_loop_jit = jax.jit(run_loop, static_argnames=_STATIC)
 _run_loop_donating = jax.jit(run_loop, static_argnames=_STATIC, donate_argnames=("blocks",))
 prepare_and_init_jit = jax.jit(prepare_and_init, static_argnames=("algorithm", "network"))
 # One compiled call instead of a dispatch per random draw and SVD.
-init_weights_jit = jax.jit(lambda key, algorithm, network, d_in, d_out, dtype: algorithm.init_weights(
-    key, network, d_in, d_out, dtype), static_argnames=("algorithm", "network", "d_in", "d_out", "dtype"))
-prepare_jit = jax.jit(lambda data, algorithm, network: algorithm.prepare(data, network),
-                      static_argnames=("algorithm", "network"))
+init_weights_jit = jax.jit(
+    lambda key, algorithm, network, d_in, d_out, dtype: algorithm.init_weights(key, network, d_in, d_out, dtype),
+    static_argnames=("algorithm", "network", "d_in", "d_out", "dtype"),
+)
+prepare_jit = jax.jit(
+    lambda data, algorithm, network: algorithm.prepare(data, network), static_argnames=("algorithm", "network")
+)
 
 
 def _abstract(tree):
     """Shapes, dtypes, weak types and shardings of a pytree's arrays: what a compiled program fixes."""
     return jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None),
-                                       weak_type=getattr(a, "weak_type", False)),
+        lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=getattr(a, "sharding", None), weak_type=getattr(a, "weak_type", False)
+        ),
         tree,
     )
 
@@ -99,8 +105,9 @@ def _abstract(tree):
 @functools.lru_cache(maxsize=32)
 def _compile(algorithm: Algorithm, network: Network, num_sweeps: int, abstract_args):
     blocks, cache, data, hyper, limit = abstract_args
-    return _run_loop_donating.lower(blocks, cache, data, hyper, algorithm=algorithm, network=network,
-                                    num_sweeps=num_sweeps, limit=limit).compile()
+    return _run_loop_donating.lower(
+        blocks, cache, data, hyper, algorithm=algorithm, network=network, num_sweeps=num_sweeps, limit=limit
+    ).compile()
 
 
 def compiled_loop(blocks, cache, data: Data, hyper, *, algorithm: Algorithm, network: Network, num_sweeps: int):
@@ -108,7 +115,9 @@ def compiled_loop(blocks, cache, data: Data, hyper, *, algorithm: Algorithm, net
 
     ``fit`` reports compile and run time separately, so it compiles ahead of time; this cache
     keeps a second ``fit`` of the same shapes from tracing and lowering again. Call the result
-    as ``program(blocks, cache, data, hyper, limit=jnp.asarray(k, jnp.int32))``.
+    as ``program(blocks, cache, data, hyper, limit=np.asarray(k, np.int32))``.
     """
-    abstract = _abstract((blocks, cache, data, hyper, jnp.asarray(num_sweeps, jnp.int32)))
+    # A host scalar, like the limit of each call: a committed device array would pin the program to
+    # one device and refuse sample-sharded arguments.
+    abstract = _abstract((blocks, cache, data, hyper, np.asarray(num_sweeps, np.int32)))
     return _compile(algorithm, network, num_sweeps, abstract)
