@@ -89,6 +89,7 @@ def _smooth_leaky_relu(negative_slope: float) -> Activation:
 
 def _tanh_shortcut(negative_slope: float) -> Activation:
     del negative_slope
+
     # z + tanh(z) / 2: sigma' = 1 + sech^2(z) / 2 lies in (1, 3/2]: alpha = 1, ell = 3/2.
     def tanh_shortcut(z):
         return z + 0.5 * jnp.tanh(z)
@@ -166,9 +167,7 @@ def get_activation(activation: str | Callable, negative_slope: float = 0.5) -> A
         try:
             out = jax.eval_shape(activation, probe)
         except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
-            raise ValueError(
-                f"activation: the callable {activation!r} failed on a float32 vector: {exc}"
-            ) from exc
+            raise ValueError(f"activation: the callable {activation!r} failed on a float32 vector: {exc}") from exc
         if getattr(out, "shape", None) != probe.shape:
             raise ValueError(
                 f"activation: the callable {activation!r} must be elementwise; it mapped "

@@ -174,8 +174,17 @@ def _abstract(tree):
 @functools.lru_cache(maxsize=32)
 def _compiled(network, loss, optimizer, factory, iterations, batch_size, abstract_args):
     """The compiled training program and its compile seconds (one per structure and shapes)."""
-    fn = jax.jit(functools.partial(_train, network=network, loss=loss, optimizer=optimizer, factory=factory,
-                                   iterations=iterations, batch_size=batch_size))
+    fn = jax.jit(
+        functools.partial(
+            _train,
+            network=network,
+            loss=loss,
+            optimizer=optimizer,
+            factory=factory,
+            iterations=iterations,
+            batch_size=batch_size,
+        )
+    )
     t0 = time.perf_counter()
     compiled = fn.lower(*abstract_args).compile()
     return compiled, time.perf_counter() - t0
@@ -234,24 +243,33 @@ def fit_backprop(
     network = config.resolved_network
     if batch_size is None:
         if steps is None or epochs is not None:
-            raise ValueError(f"steps: full-batch training needs steps (and no epochs); got steps={steps!r}, "
-                             f"epochs={epochs!r} (for mini-batches give epochs and batch_size)")
+            raise ValueError(
+                f"steps: full-batch training needs steps (and no epochs); got steps={steps!r}, "
+                f"epochs={epochs!r} (for mini-batches give epochs and batch_size)"
+            )
         iterations, per = check_int("steps", steps, low=1), "step"
     else:
         if epochs is None or steps is not None:
-            raise ValueError(f"epochs: mini-batch training (batch_size={batch_size!r}) needs epochs (and no steps); "
-                             f"got epochs={epochs!r}, steps={steps!r}")
+            raise ValueError(
+                f"epochs: mini-batch training (batch_size={batch_size!r}) needs epochs (and no steps); "
+                f"got epochs={epochs!r}, steps={steps!r}"
+            )
         iterations, per = check_int("epochs", epochs, low=1), "epoch"
     factory = not _is_optimizer(optimizer)
     if factory and not callable(optimizer):
-        raise ValueError(f"optimizer: expected an optax GradientTransformation or a factory learning_rate -> "
-                         f"GradientTransformation (e.g. optax.adam), got {type(optimizer).__name__}")
+        raise ValueError(
+            f"optimizer: expected an optax GradientTransformation or a factory learning_rate -> "
+            f"GradientTransformation (e.g. optax.adam), got {type(optimizer).__name__}"
+        )
     if factory and learning_rate is None:
-        raise ValueError(f"learning_rate: the optimizer factory {getattr(optimizer, '__name__', optimizer)!r} needs a "
-                         "learning_rate")
+        raise ValueError(
+            f"learning_rate: the optimizer factory {getattr(optimizer, '__name__', optimizer)!r} needs a learning_rate"
+        )
     if not factory and learning_rate is not None:
-        raise ValueError(f"learning_rate: got {learning_rate!r} with an optimizer transformation that already holds "
-                         "its rate; pass a factory such as optax.adam instead, or no learning_rate")
+        raise ValueError(
+            f"learning_rate: got {learning_rate!r} with an optimizer transformation that already holds "
+            "its rate; pass a factory such as optax.adam instead, or no learning_rate"
+        )
     shuffle_seed = check_int("shuffle_seed", shuffle_seed, low=0)
 
     X, Y = checked_data(X, Y, config, init_params)
@@ -264,11 +282,14 @@ def fit_backprop(
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError(f"validation: expected a pair (X_val, Y_val), got {type(validation).__name__}")
-        Xv, Yv = checked_data(validation[0], validation[1], config, init_params,
-                              names=("validation[0]", "validation[1]"))
+        Xv, Yv = checked_data(
+            validation[0], validation[1], config, init_params, names=("validation[0]", "validation[1]")
+        )
         if Xv.shape[1] != d_in or Yv.shape[1] != d_out:
-            raise ValueError(f"validation: X_val, Y_val have {Xv.shape[1]} features and {Yv.shape[1]} outputs; "
-                             f"expected {d_in} and {d_out}, as X and Y")
+            raise ValueError(
+                f"validation: X_val, Y_val have {Xv.shape[1]} features and {Yv.shape[1]} outputs; "
+                f"expected {d_in} and {d_out}, as X and Y"
+            )
         val = (Xv.astype(X.dtype), Yv.astype(X.dtype))
     if init_params is None:
         key = jax.random.key(config.seed) if key is None else key
@@ -291,5 +312,18 @@ def fit_backprop(
     metrics = _metrics_jit(trained, make_data(X, Y, network, val), network=network)
     metrics = NetworkMetrics(*(float(v) for v in jax.device_get(metrics)))
     name = "squared" if loss == "squared" else network.loss_fn.name
-    return BackpropResult(tuple(trained), history, metrics, wall_time, compile_time, name, per,
-                          None if learning_rate is None else float(learning_rate))
+    return BackpropResult(
+        tuple(trained),
+        history,
+        metrics,
+        wall_time,
+        compile_time,
+        name,
+        per,
+        None if learning_rate is None else float(learning_rate),
+    )
+
+
+def clear_compiled() -> None:
+    """Drops the cached compiled training programs (see ``bcd_jax.clear_caches``)."""
+    _compiled.cache_clear()

@@ -140,12 +140,16 @@ def _cmd_run(args) -> int:
     _require_matplotlib("run")
     if args.resume is not None:
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
-            raise CLIError(f"--out: {str(args.out)!r} differs from --resume {str(args.resume)!r}; a resumed run "
-                           "writes into its own folder, so give only --resume")
+            raise CLIError(
+                f"--out: {str(args.out)!r} differs from --resume {str(args.resume)!r}; a resumed run "
+                "writes into its own folder, so give only --resume"
+            )
         out = Path(args.resume)
         if not (out / "checkpoint" / CHECKPOINT_FILE).is_file():
-            raise CLIError(f"--resume: no checkpoint at {str(out / 'checkpoint' / CHECKPOINT_FILE)!r}; expected the "
-                           "output folder of an earlier 'bcd-jax run'")
+            raise CLIError(
+                f"--resume: no checkpoint at {str(out / 'checkpoint' / CHECKPOINT_FILE)!r}; expected the "
+                "output folder of an earlier 'bcd-jax run'"
+            )
     else:
         out = Path(args.out) if args.out is not None else Path("results") / Path(args.config).stem
         if out.exists() and not out.is_dir():
@@ -153,8 +157,10 @@ def _cmd_run(args) -> int:
     lock = FolderLock(out, "--out")
     lock.check_free()  # another live run in this folder is named before anything else is said about it
     if args.resume is None and _is_nonempty_dir(out) and not args.overwrite:
-        raise CLIError(f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its run, "
-                       "or --resume to continue it")
+        raise CLIError(
+            f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its run, "
+            "or --resume to continue it"
+        )
     quiet = args.quiet
     progress = None if quiet else args.progress
     with lock:  # two commands never write one folder
@@ -166,34 +172,51 @@ def _cmd_run(args) -> int:
         if not quiet:
             hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
             network = config.network
-            print(f"bcd-jax run {args.config}: {config.algorithm.name}, L={network.depth}, r={network.width}, "
-                  f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}"
-                  + (f", resuming {out}" if args.resume is not None else ""))
+            print(
+                f"bcd-jax run {args.config}: {config.algorithm.name}, L={network.depth}, r={network.width}, "
+                f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}"
+                + (f", resuming {out}" if args.resume is not None else "")
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BCDDivergenceWarning)
-            result = fit(X, Y, config, key=jax.random.key(config.seed), checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=args.checkpoint_every, resume=args.resume is not None, progress=progress)
+            result = fit(
+                X,
+                Y,
+                config,
+                key=jax.random.key(config.seed),
+                checkpoint_dir=checkpoint_dir,
+                checkpoint_every=args.checkpoint_every,
+                resume=args.resume is not None,
+                progress=progress,
+            )
         divergence = [str(w.message) for w in caught if issubclass(w.category, BCDDivergenceWarning)]
         for w in caught:  # anything else is shown as usual; the divergence becomes one line below
             if not issubclass(w.category, BCDDivergenceWarning):
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
-        atomic_write_text(out / "config.json", dumps_json({**config.to_dict(), "data": dataclasses.asdict(data)},
-                                                          indent=2) + "\n")
+        atomic_write_text(
+            out / "config.json", dumps_json({**config.to_dict(), "data": dataclasses.asdict(data)}, indent=2) + "\n"
+        )
         h = result.history
-        lines = [dumps_json({"sweep": k, **{name: v[k] for name, v in h._asdict().items()}})
-                 for k in range(len(h.train_mse))]
+        lines = [
+            dumps_json({"sweep": k, **{name: v[k] for name, v in h._asdict().items()}}) for k in range(len(h.train_mse))
+        ]
         atomic_write_text(out / "diagnostics.jsonl", "\n".join(lines) + "\n")
         weights = {f"W_{j}": np.asarray(w) for j, w in enumerate(result.params, start=1)}
         atomic_write(out / "params.npz", lambda fh: np.savez(fh, **weights))
-        plot_experiment({config.algorithm.name: result}, out / "loss.png",
-                        title=f"{Path(args.config).stem}: {config.algorithm.paper}")
+        plot_experiment(
+            {config.algorithm.name: result},
+            out / "loss.png",
+            title=f"{Path(args.config).stem}: {config.algorithm.paper}",
+        )
 
     if not quiet:
         mse = h.train_mse
         state = f"diverged at sweep {result.diverged_at}" if result.diverged_at else f"{result.sweeps_completed} sweeps"
-        print(f"train MSE {mse[0]:.3e} -> {mse[-1]:.3e} ({state}; run {result.wall_time:.2f} s, "
-              f"compile {result.compile_time:.2f} s)")
+        print(
+            f"train MSE {mse[0]:.3e} -> {mse[-1]:.3e} ({state}; run {result.wall_time:.2f} s, "
+            f"compile {result.compile_time:.2f} s)"
+        )
         print(f"wrote {out}/: {', '.join(_RUN_FILES)}, checkpoint/")
     if result.diverged_at is not None:
         detail = divergence[0] if divergence else f"BCD diverged at sweep {result.diverged_at}"
@@ -232,13 +255,18 @@ def _cmd_sweep(args) -> int:
         mse = f"{row['final_train_mse']:>10.3e}  {row['min_train_mse']:>10.3e}"
         print(f"{row['member']:>6}  {values}  {mse}  {diverged}")
     for g, group in enumerate(result.groups):
-        print(f"group {g}: {len(group.members)} members in one program, {group.batch.wall_time:.2f} s "
-              f"(compile {group.batch.compile_time:.2f} s)")
+        print(
+            f"group {g}: {len(group.members)} members in one program, {group.batch.wall_time:.2f} s "
+            f"(compile {group.batch.compile_time:.2f} s)"
+        )
     print(f"wrote {out}/: {', '.join(SWEEP_FILES)}")
     diverged = result.diverged
     if diverged:
-        print(f"bcd-jax sweep: {len(diverged)} of {len(result.rows)} members diverged (members {diverged}); see the "
-              "'diverged' column of summary.csv", file=sys.stderr)
+        print(
+            f"bcd-jax sweep: {len(diverged)} of {len(result.rows)} members diverged (members {diverged}); see the "
+            "'diverged' column of summary.csv",
+            file=sys.stderr,
+        )
         return EXIT_DIVERGED
     return EXIT_OK
 
@@ -254,8 +282,10 @@ def _cmd_bench(argv: list[str]) -> int:
     script = bench_script()
     if script is None:
         root = Path(__file__).resolve().parents[1]
-        raise CLIError(f"bench: scripts/bench.py not found next to the package (in {str(root)!r}); "
-                       "install bcd_jax from a checkout of the repository (pip install -e .)")
+        raise CLIError(
+            f"bench: scripts/bench.py not found next to the package (in {str(root)!r}); "
+            "install bcd_jax from a checkout of the repository (pip install -e .)"
+        )
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(script), *argv]
     sys.path.insert(0, str(script.parent))  # as `python scripts/bench.py` would have it
@@ -290,9 +320,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_SET_HELP = ("change one field: sweeps, seed, network.<field>, algorithm.<field> (algorithm.name switches the "
-             "algorithm), hyper.<field> or data.<field>; TOML values, e.g. --set sweeps=50 --set hyper.gamma=0.3 "
-             "--set algorithm.svb=[0.5,1.5] --set data.n=200 (repeatable)")
+_SET_HELP = (
+    "change one field: sweeps, seed, network.<field>, algorithm.<field> (algorithm.name switches the "
+    "algorithm), hyper.<field> or data.<field>; TOML values, e.g. --set sweeps=50 --set hyper.gamma=0.3 "
+    "--set algorithm.svb=[0.5,1.5] --set data.n=200 (repeatable)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,35 +335,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcd-jax", description=__doc__, epilog=_EPILOG, formatter_class=formatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,bench}")
 
-    run = sub.add_parser("run", help="train on an experiment file's teacher data; write one output folder",
-                         epilog=_EPILOG, formatter_class=formatter,
-                         description="Trains bcd_jax.fit on the teacher problem of an experiment file ([network], "
-                                     "[algorithm], [hyper], [run] + [data]; an [experiment] table is ignored) and "
-                                     "writes config.json, diagnostics.jsonl (one line per sweep, 0 = initial), "
-                                     "params.npz, loss.png and checkpoint/ into the output folder.")
+    run = sub.add_parser(
+        "run",
+        help="train on an experiment file's teacher data; write one output folder",
+        epilog=_EPILOG,
+        formatter_class=formatter,
+        description="Trains bcd_jax.fit on the teacher problem of an experiment file ([network], "
+        "[algorithm], [hyper], [run] + [data]; an [experiment] table is ignored) and "
+        "writes config.json, diagnostics.jsonl (one line per sweep, 0 = initial), "
+        "params.npz, loss.png and checkpoint/ into the output folder.",
+    )
     run.add_argument("config", type=Path, help="experiment TOML, e.g. configs/paper_fig1.toml")
     run.add_argument("--out", type=Path, default=None, help="output folder (default results/<config name>)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
-    run.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                     help="continue the run whose output folder is DIR (from DIR/checkpoint); writes into DIR")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the run whose output folder is DIR (from DIR/checkpoint); writes into DIR",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty output folder")
     run.add_argument("--quiet", action="store_true", help="print nothing and show no progress line")
-    run.add_argument("--progress", choices=PROGRESS_CHOICES, default="auto",
-                     help="progress display (default auto: a text line on an interactive terminal)")
-    run.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
-                     help="write OUT/checkpoint every N sweeps (default: only at the end); a resumed run is "
-                          "bit-identical to an uninterrupted one when both use the same N")
+    run.add_argument(
+        "--progress",
+        choices=PROGRESS_CHOICES,
+        default="auto",
+        help="progress display (default auto: a text line on an interactive terminal)",
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="write OUT/checkpoint every N sweeps (default: only at the end); a resumed run is "
+        "bit-identical to an uninterrupted one when both use the same N",
+    )
 
-    sweep = sub.add_parser("sweep", help="run a sweep file; write a summary table and a comparison plot",
-                           epilog=_EPILOG, formatter_class=formatter,
-                           description="Runs every member of a sweep file (see configs/sweep_fig1.toml); members "
-                                       "that differ only in hyper.<field> and seed run in one compiled program. "
-                                       "--set changes the base every member starts from.")
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a sweep file; write a summary table and a comparison plot",
+        epilog=_EPILOG,
+        formatter_class=formatter,
+        description="Runs every member of a sweep file (see configs/sweep_fig1.toml); members "
+        "that differ only in hyper.<field> and seed run in one compiled program. "
+        "--set changes the base every member starts from.",
+    )
     sweep.add_argument("sweep_config", type=Path, help="sweep TOML, e.g. configs/sweep_fig1.toml")
     sweep.add_argument("--out", type=Path, default=None, help="output folder (default results/<sweep name>)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
-    sweep.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
-                       help="run at most B members at once (default: all of a group; one at a time on CPU)")
+    sweep.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="run at most B members at once (default: all of a group; one at a time on CPU)",
+    )
     sweep.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
 
     sub.add_parser("bench", help="run scripts/bench.py of this checkout with the remaining arguments", add_help=False)

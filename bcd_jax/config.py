@@ -95,7 +95,9 @@ class Config:
             values = [np.asarray(v, dtype) for v in self.hyper]
         for name, value, given in zip(self.hyper._fields, values, self.hyper):
             if not np.isfinite(value):
-                raise ValueError(f"hyper.{name}: {given!r} does not fit in {np.dtype(dtype).name}; expected a smaller value")
+                raise ValueError(
+                    f"hyper.{name}: {given!r} does not fit in {np.dtype(dtype).name}; expected a smaller value"
+                )
         return type(self.hyper)(*values)
 
     def structure(self) -> Config:
@@ -227,12 +229,28 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Confi
 
 # Flat keys of bcd_jax 0.1 config files -> the table they belong in now (for the error message).
 _LEGACY_KEYS = {
-    "depth": "network", "width": "network", "activation": "network", "negative_slope": "network",
-    "bias": "network", "loss": "network", "num_classes": "network",
-    "algorithm": "algorithm", "k_v": "algorithm", "k_w": "algorithm", "inner": "algorithm",
-    "first_layer_form": "algorithm", "step_size": "algorithm", "spectral_diagnostics": "algorithm",
-    "svb": "algorithm", "gamma": "hyper", "eta_v": "hyper", "eta_w": "hyper", "eta_w1": "hyper",
-    "weight_decay": "hyper", "sweeps": "run", "seed": "run",
+    "depth": "network",
+    "width": "network",
+    "activation": "network",
+    "negative_slope": "network",
+    "bias": "network",
+    "loss": "network",
+    "num_classes": "network",
+    "algorithm": "algorithm",
+    "k_v": "algorithm",
+    "k_w": "algorithm",
+    "inner": "algorithm",
+    "first_layer_form": "algorithm",
+    "step_size": "algorithm",
+    "spectral_diagnostics": "algorithm",
+    "svb": "algorithm",
+    "gamma": "hyper",
+    "eta_v": "hyper",
+    "eta_w": "hyper",
+    "eta_w1": "hyper",
+    "weight_decay": "hyper",
+    "sweeps": "run",
+    "seed": "run",
 }
 
 

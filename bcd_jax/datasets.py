@@ -80,8 +80,10 @@ class Dataset(NamedTuple):
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first ``n_train`` training and ``n_test`` test samples (the splits are already shuffled)."""
         return self._replace(
-            X_train=self.X_train[:n_train], y_train=self.y_train[:n_train],
-            X_test=self.X_test[:n_test], y_test=self.y_test[:n_test],
+            X_train=self.X_train[:n_train],
+            y_train=self.y_train[:n_train],
+            X_test=self.X_test[:n_test],
+            y_test=self.y_test[:n_test],
         )
 
 
@@ -194,8 +196,15 @@ def load_diabetes(*, test_fraction: float = 0.25, seed: int = 0, standardize_tar
     that of predicting the training mean.
     """
     d = _sklearn_datasets().load_diabetes(scaled=False)
-    return _from_arrays("diabetes", "regression", d.data, d.target, test_fraction=test_fraction, seed=seed,
-                        standardize_target=standardize_target)
+    return _from_arrays(
+        "diabetes",
+        "regression",
+        d.data,
+        d.target,
+        test_fraction=test_fraction,
+        seed=seed,
+        standardize_target=standardize_target,
+    )
 
 
 DATASETS = {"digits": load_digits, "diabetes": load_diabetes, "breast_cancer": load_breast_cancer}
@@ -338,8 +347,10 @@ def load_mnist(directory, *, scaling: str | None = "unit", flatten: bool = True)
                 "expected equal"
             )
         if labels.size and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
-            raise ValueError(f"path: {str(lpath)!r} holds labels of type {labels.dtype} with minimum {labels.min()}; "
-                             "expected non-negative integers")
+            raise ValueError(
+                f"path: {str(lpath)!r} holds labels of type {labels.dtype} with minimum {labels.min()}; "
+                "expected non-negative integers"
+            )
     X_train, X_test = arrays["train_images"][0], arrays["test_images"][0]
     if X_train.shape[1:] != X_test.shape[1:]:
         raise ValueError(

@@ -129,8 +129,9 @@ def teacher_data(config: Config, data: DataSpec, dtype=jnp.float32) -> tuple[jax
 # Dotted keys: one field of an experiment
 # --------------------------------------------------------------------------------------
 
-_KEY_FORMS = "'sweeps', 'seed', 'network.<field>', 'algorithm.<field>' (or 'algorithm.name'), 'hyper.<field>' or " \
-             "'data.<field>'"
+_KEY_FORMS = (
+    "'sweeps', 'seed', 'network.<field>', 'algorithm.<field>' (or 'algorithm.name'), 'hyper.<field>' or 'data.<field>'"
+)
 
 
 def check_override_key(key: str, config: Config, algorithm_name: str | None = None) -> None:
@@ -170,7 +171,7 @@ def apply_overrides(config: Config, data: DataSpec, overrides: dict[str, Any]) -
     new_name = overrides.get("algorithm.name")
     for key in overrides:
         check_override_key(key, config, new_name if isinstance(new_name, str) and key != "algorithm.name" else None)
-    data_changes = {k[len("data."):]: v for k, v in overrides.items() if k.startswith("data.")}
+    data_changes = {k[len("data.") :]: v for k, v in overrides.items() if k.startswith("data.")}
     config_changes = {k: v for k, v in overrides.items() if not k.startswith("data.")}
     if data_changes:
         try:
@@ -187,8 +188,9 @@ def apply_overrides(config: Config, data: DataSpec, overrides: dict[str, Any]) -
 # --------------------------------------------------------------------------------------
 
 
-def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec(), *,
-                   progress: Any = "auto") -> dict[str, FitResult]:
+def run_experiment(
+    config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec(), *, progress: Any = "auto"
+) -> dict[str, FitResult]:
     """Trains the main run and every comparison run on one teacher problem.
 
     All runs share the data and the initial weights (drawn once for the main algorithm, so a
@@ -199,8 +201,9 @@ def run_experiment(config: Config, data: DataSpec, experiment: ExperimentSpec = 
     params = init_params(jax.random.key(config.seed), config, data.d_in, data.d_out, dtype=X.dtype)
     results = {config.algorithm.name: fit(X, Y, config, init_params=params, progress=progress)}
     for name in experiment.compare:
-        results[name] = fit(X, Y, config.with_overrides({"algorithm.name": name}), init_params=params,
-                            progress=progress)
+        results[name] = fit(
+            X, Y, config.with_overrides({"algorithm.name": name}), init_params=params, progress=progress
+        )
     return results
 
 
@@ -250,8 +253,14 @@ def plot_experiment(results: dict[str, FitResult], path: str | Path, title: str 
     sweeps = np.arange(len(main.history.train_mse))
     ax.plot(sweeps, main.history.train_mse, color="black", lw=2.0, label=f"training error ({main_name})")
     for name, res in list(results.items())[1:]:
-        ax.plot(np.arange(len(res.history.train_mse)), res.history.train_mse, color="black", lw=1.6, ls="--",
-                label=f"training error ({name})")
+        ax.plot(
+            np.arange(len(res.history.train_mse)),
+            res.history.train_mse,
+            color="black",
+            lw=1.6,
+            ls="--",
+            label=f"training error ({name})",
+        )
     if hasattr(main.history, "layer_losses"):
         layer_losses = np.asarray(main.history.layer_losses)
         colors = plt.get_cmap("tab10")

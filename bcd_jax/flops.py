@@ -80,8 +80,17 @@ _ELEMENTWISE = {
     "square", "select_n", "ge", "gt", "le", "lt", "eq", "ne", "is_finite", "sin", "cos",
     "erf", "clamp", "rem", "atan2", "nextafter", "reciprocal",
 }  # fmt: skip
-_REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "cumsum", "cumlogsumexp",
-               "cummax"}
+_REDUCTIONS = {
+    "reduce_sum",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "argmax",
+    "argmin",
+    "cumsum",
+    "cumlogsumexp",
+    "cummax",
+}
 
 
 def _is_float(aval) -> bool:

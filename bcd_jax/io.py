@@ -22,8 +22,15 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "json_ready", "dumps_json", "remove_stale_temporaries", "FolderLock",
-           "LOCK_FILE"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "json_ready",
+    "dumps_json",
+    "remove_stale_temporaries",
+    "FolderLock",
+    "LOCK_FILE",
+]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -128,30 +135,48 @@ class FolderLock:
         except (OSError, ValueError):
             return {}
 
+    def holder(self) -> dict[str, Any] | None:
+        """The lock file's owner if it is a live run (on this host, or on another one), else None."""
+        if not self.path.exists():
+            return None
+        owner = self._owner()
+        pid = owner.get("pid")
+        if isinstance(pid, int) and (owner.get("host") != socket.gethostname() or _pid_alive(pid)):
+            return owner
+        return None
+
+    def check_free(self) -> None:
+        """Raises ``ValueError`` naming the folder and the other run if a live run holds the lock."""
+        owner = self.holder()
+        if owner is not None:
+            raise ValueError(
+                f"{self.what}: {str(self.folder)!r} is in use by another run (pid {owner.get('pid')} on "
+                f"{owner.get('host')}, since {owner.get('started')}); wait for it to finish or choose another "
+                f"folder (if that run is gone, delete {str(self.path)!r})"
+            )
+
     def acquire(self) -> FolderLock:
-        self.folder.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"{self.what}: cannot create {str(self.folder)!r} ({exc.strerror or exc})") from None
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _file_mode())
             except FileExistsError:
+                self.check_free()
                 owner = self._owner()
-                pid = owner.get("pid")
-                same_host = owner.get("host") == me["host"]
-                if isinstance(pid, int) and (not same_host or _pid_alive(pid)):
-                    raise ValueError(
-                        f"{self.what}: {str(self.folder)!r} is in use by another run (pid {pid} on "
-                        f"{owner.get('host')}, since {owner.get('started')}); wait for it to finish or choose another "
-                        f"folder (if that run is gone, delete {str(self.path)!r})"
-                    ) from None
                 warnings.warn(
-                    f"{self.what}: {str(self.folder)!r} had a stale lock from pid {pid} (no longer running); "
-                    "taking it over",
+                    f"{self.what}: {str(self.folder)!r} had a stale lock from pid {owner.get('pid')} (no longer "
+                    "running); taking it over",
                     RuntimeWarning,
                     stacklevel=3,
                 )
                 self.path.unlink(missing_ok=True)
                 continue
+            except OSError as exc:
+                raise ValueError(f"{self.what}: cannot write in {str(self.folder)!r} ({exc.strerror or exc})") from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True

@@ -71,6 +71,9 @@ def hinge(pred, target):
 
 LOSSES: dict[str, Loss] = {
     "squared": Loss("squared", squared, report_scale=2.0, task="regression", smoothness=1.0),
+    # The squared loss on one-hot class rows (Zeng et al.'s classification loss): labels are encoded
+    # and accuracy reported as for the other classification losses.
+    "squared_multiclass": Loss("squared_multiclass", squared, report_scale=2.0, task="multiclass", smoothness=1.0),
     "softmax_cross_entropy": Loss("softmax_cross_entropy", softmax_cross_entropy, task="multiclass", smoothness=0.5),
     "logistic": Loss("logistic", logistic, task="binary", smoothness=0.25),
     "hinge": Loss("hinge", hinge, task="multiclass", smoothness=None),
@@ -111,6 +114,8 @@ def get_loss(loss) -> Loss:
         except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
             raise ValueError(f"loss: the callable {loss!r} failed on (pred, target) vectors: {exc}") from exc
         if getattr(out, "shape", None) != ():
-            raise ValueError(f"loss: the callable {loss!r} must return a scalar per sample, got shape {getattr(out, 'shape', None)}")
+            raise ValueError(
+                f"loss: the callable {loss!r} must return a scalar per sample, got shape {getattr(out, 'shape', None)}"
+            )
         return Loss(getattr(loss, "__name__", type(loss).__name__), loss)
     raise ValueError(f"loss: expected a name from {sorted(LOSSES)} or a callable, got {type(loss).__name__} {loss!r}")

@@ -18,7 +18,7 @@ from bcd_jax.activations import Activation, get_activation
 from bcd_jax.losses import Loss, get_loss
 from bcd_jax.validation import check_bool, check_float, check_int
 
-__all__ = ["Network", "input_features", "hidden_forward", "network_output", "gaussian_weights"]
+__all__ = ["Network", "input_features", "layer_input", "hidden_forward", "network_output", "gaussian_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Network:
       activation: a name from ``bcd_jax.ACTIVATIONS``, an :class:`bcd_jax.Activation`, an
         elementwise callable, or a sequence of L - 1 of those (one per hidden layer, layer 1 first).
       negative_slope: the slope ``a`` of the LeakyReLU ``max(z, a z)`` (and of ``smooth_leaky_relu``).
-      bias: append a constant-1 input feature, which gives W_1 a bias column.
+      bias: ``False``; ``True``: a constant-1 input feature, which gives W_1 a bias column;
+        ``"all"``: every layer's input gets that feature, so every W_j has a bias column
+        (``h_j = sigma(W_j [h_{j-1}; 1])``; Zeng et al.'s networks).
       skip: the skip form ``h_j = sigma(W_j h_{j-1}) + h_{j-1}`` for ``j >= 2``. ``None`` takes
         the form the algorithm is written for (Algorithm 3: skip; Algorithm 1: plain).
       loss: per-sample output loss: ``"squared"``, ``"softmax_cross_entropy"``, ``"logistic"``,
@@ -45,7 +47,7 @@ class Network:
     width: int = 30
     activation: str | Callable | tuple = "leaky_relu"
     negative_slope: float = 0.5
-    bias: bool = False
+    bias: bool | str = False
     skip: bool | None = None
     loss: str | Callable = "squared"
     num_classes: int | None = None
@@ -55,9 +57,11 @@ class Network:
             object.__setattr__(self, "activation", tuple(self.activation))
         object.__setattr__(self, "depth", check_int("depth", self.depth, low=2))
         object.__setattr__(self, "width", check_int("width", self.width, low=1))
-        object.__setattr__(self, "negative_slope", check_float("negative_slope", self.negative_slope, low=0, high=1,
-                                                               high_open=True))
-        object.__setattr__(self, "bias", check_bool("bias", self.bias))
+        object.__setattr__(
+            self, "negative_slope", check_float("negative_slope", self.negative_slope, low=0, high=1, high_open=True)
+        )
+        if self.bias != "all":
+            object.__setattr__(self, "bias", check_bool("bias", self.bias))
         if self.skip is not None:
             object.__setattr__(self, "skip", check_bool("skip", self.skip))
         if self.num_classes is not None:
@@ -83,15 +87,15 @@ class Network:
         return get_loss(self.loss)
 
     def layer_shapes(self, d_in: int, d_out: int) -> tuple[tuple[int, int], ...]:
-        """Shapes of ``(W_1, ..., W_L)`` for data with ``d_in`` features (plus the bias column)."""
-        r = self.width
-        return ((r, d_in + int(self.bias)),) + ((r, r),) * (self.depth - 2) + ((d_out, r),)
+        """Shapes of ``(W_1, ..., W_L)`` for data with ``d_in`` features (plus the bias columns)."""
+        r, extra = self.width, int(self.bias == "all")
+        return ((r, d_in + int(bool(self.bias))),) + ((r, r + extra),) * (self.depth - 2) + ((d_out, r + extra),)
 
     def replace(self, **changes) -> Network:
         return dataclasses.replace(self, **changes)
 
 
-def input_features(X: jax.Array, bias: bool) -> jax.Array:
+def input_features(X: jax.Array, bias: bool | str) -> jax.Array:
     """``X``, with a constant-1 column appended when ``bias`` (W_1's last column is then its bias)."""
     if not bias:
         return X
@@ -107,17 +111,25 @@ def hidden_forward(weights, features: jax.Array, network: Network) -> tuple[jax.
     h = sigmas[0](features @ weights[0].T)
     hidden = [h]
     for w, sigma in zip(weights[1:-1], sigmas[1:]):
-        h = sigma(h @ w.T) + h if network.skip else sigma(h @ w.T)
+        z = layer_input(h, network) @ w.T
+        h = sigma(z) + h if network.skip else sigma(z)
         hidden.append(h)
     return tuple(hidden)
 
 
+def layer_input(h: jax.Array, network: Network) -> jax.Array:
+    """The input of layer j >= 2: ``h_{j-1}``, with the constant-1 column when ``network.bias == "all"``."""
+    return input_features(h, network.bias == "all")
+
+
 def network_output(weights, features: jax.Array, network: Network) -> jax.Array:
-    """``f`` on input ``features``: ``W_L h_{L-1}``, shape ``(n, d_out)``."""
-    return hidden_forward(weights, features, network)[-1] @ weights[-1].T
+    """``f`` on input ``features``: ``W_L h_{L-1}`` (``W_L [h_{L-1}; 1]`` with biases), shape ``(n, d_out)``."""
+    return layer_input(hidden_forward(weights, features, network)[-1], network) @ weights[-1].T
 
 
 def gaussian_weights(key: jax.Array, shapes, dtype) -> list[jax.Array]:
     """``W_j ~ N(0, 1/fan_in)`` entrywise for each ``(rows, fan_in)`` in ``shapes``."""
     keys = jax.random.split(key, len(shapes))
-    return [jax.random.normal(k, shape, dtype) / jnp.sqrt(jnp.asarray(shape[1], dtype)) for k, shape in zip(keys, shapes)]
+    return [
+        jax.random.normal(k, shape, dtype) / jnp.sqrt(jnp.asarray(shape[1], dtype)) for k, shape in zip(keys, shapes)
+    ]

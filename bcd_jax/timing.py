@@ -55,8 +55,9 @@ def busy_fraction(interval: float = 1.0) -> float | None:
     return (b[0] - a[0]) / (b[1] - a[1])
 
 
-def wait_for_idle(max_wait: float, *, interval: float = 0.5, threshold: float = 0.25,
-                  on_wait: Callable[[float], None] | None = None) -> tuple[float, float | None]:
+def wait_for_idle(
+    max_wait: float, *, interval: float = 0.5, threshold: float = 0.25, on_wait: Callable[[float], None] | None = None
+) -> tuple[float, float | None]:
     """Waits up to ``max_wait`` seconds until less than ``threshold`` of the CPUs are busy.
 
     ``on_wait(busy)`` is called once if it has to wait (e.g. to log it). Returns ``(seconds

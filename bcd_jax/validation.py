@@ -41,8 +41,15 @@ def check_int(name: str, value, *, low: int | None = None) -> int:
     return value
 
 
-def check_float(name: str, value, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
+def check_float(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a finite Python float in ``[low, high]`` (open ends with ``low_open``/``high_open``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise ValueError(f"{name}: expected a finite number, got {type(value).__name__} {value!r}")
@@ -50,8 +57,8 @@ def check_float(name: str, value, *, low: float | None = None, high: float | Non
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
         bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
         raise ValueError(f"{name}: expected a number in {bounds}, got {value!r}")
     return value
@@ -123,7 +130,8 @@ def _class_targets(Y, task: str, num_classes: int | None, d_out: int | None, nam
         classes = num_classes or d_out or int(labels.max()) + 1
         if labels.min() < 0 or labels.max() >= classes:
             raise ValueError(
-                f"{name}: labels outside the class range [0, {classes}): found {int(labels.min())} .. {int(labels.max())}"
+                f"{name}: labels outside the class range [0, {classes}): found {int(labels.min())} .. "
+                f"{int(labels.max())}"
             )
         # One row per sample, never a classes x classes identity matrix: memory is n x classes.
         rows = np.zeros((labels.shape[0], classes), np.float32)
@@ -131,7 +139,9 @@ def _class_targets(Y, task: str, num_classes: int | None, d_out: int | None, nam
         return rows
     if values.ndim == 2:
         if num_classes is not None and values.shape[1] != num_classes:
-            raise ValueError(f"{name}: {values.shape[1]} target columns but num_classes = {num_classes}; expected equal")
+            raise ValueError(
+                f"{name}: {values.shape[1]} target columns but num_classes = {num_classes}; expected equal"
+            )
         if np.any(values < 0) or not np.allclose(values.sum(axis=1), 1.0, atol=1e-5):
             raise ValueError(f"{name}: classification target rows must be one-hot (or probabilities summing to 1)")
         return values
@@ -162,12 +172,15 @@ def check_data(
         raise ValueError(f"{y_name}: expected a 1-D (n,) or 2-D (n, d_out) array, got shape {Y.shape}")
     if X.shape[0] != Y.shape[0]:
         raise ValueError(
-            f"{x_name}, {y_name}: sample counts differ: {x_name} has {X.shape[0]} rows, {y_name} has {Y.shape[0]}; expected equal"
+            f"{x_name}, {y_name}: sample counts differ: {x_name} has {X.shape[0]} rows, {y_name} has {Y.shape[0]}; "
+            "expected equal"
         )
     if X.shape[0] < 1 or X.shape[1] < 1 or Y.shape[1] < 1:
         raise ValueError(f"{x_name}, {y_name}: expected non-empty arrays, got {X.shape} and {Y.shape}")
     if d_out is not None and Y.shape[1] != d_out:
-        raise ValueError(f"d_out: the output weight has {d_out} rows but {y_name} has {Y.shape[1]} columns; expected equal")
+        raise ValueError(
+            f"d_out: the output weight has {d_out} rows but {y_name} has {Y.shape[1]} columns; expected equal"
+        )
     if X.dtype != Y.dtype:
         Y = Y.astype(X.dtype)
     for name, arr in ((x_name, X), (y_name, Y)):
@@ -191,5 +204,7 @@ def check_weights(params, shapes: Sequence[tuple[int, int]], *, width: int | Non
         if tuple(w.shape) != tuple(shape):
             detail = f" (width r = {width})" if width is not None else ""
             raise ValueError(f"{name}: W_{j} has shape {tuple(w.shape)}; expected {tuple(shape)}{detail}")
-        if not jnp.issubdtype(getattr(w, "dtype", np.float32), jnp.floating) and not jnp.issubdtype(w.dtype, jnp.integer):
+        if not jnp.issubdtype(getattr(w, "dtype", np.float32), jnp.floating) and not jnp.issubdtype(
+            w.dtype, jnp.integer
+        ):
             raise ValueError(f"{name}: W_{j} has dtype {w.dtype}; expected a real floating-point array")

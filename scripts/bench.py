@@ -91,20 +91,45 @@ class Settings:
 
 
 FULL = Settings(
-    quick=False, repeats=7, fig1_sweeps_per_call=20, profile=True,
-    large=LARGE, large_repeats=3, large_sweeps_per_call=1,
-    loop_samples_fig1=None, loop_samples_large=64, vec_samples_large=None,
-    fig1_sweeps=60, fig1_steps=3000, fig1_bcd_grid=({}, {"hyper.gamma": 0.4}),
-    digits_sweeps=150, digits_steps=5000, digits_bcd_grid=({}, {"hyper.eta_v": 0.1}, {"hyper.eta_v": 0.02}),
+    quick=False,
+    repeats=7,
+    fig1_sweeps_per_call=20,
+    profile=True,
+    large=LARGE,
+    large_repeats=3,
+    large_sweeps_per_call=1,
+    loop_samples_fig1=None,
+    loop_samples_large=64,
+    vec_samples_large=None,
+    fig1_sweeps=60,
+    fig1_steps=3000,
+    fig1_bcd_grid=({}, {"hyper.gamma": 0.4}),
+    digits_sweeps=150,
+    digits_steps=5000,
+    digits_bcd_grid=({}, {"hyper.eta_v": 0.1}, {"hyper.eta_v": 0.02}),
     target_repeats=5,
 )
 QUICK = Settings(
-    quick=True, repeats=3, fig1_sweeps_per_call=5, profile=False,
-    large=QUICK_LARGE, large_repeats=2, large_sweeps_per_call=1,
-    loop_samples_fig1=10, loop_samples_large=4, vec_samples_large=128,
-    fig1_sweeps=15, fig1_steps=150, fig1_bcd_grid=({},),
-    digits_sweeps=10, digits_steps=150, digits_bcd_grid=({"hyper.eta_v": 0.02},),
-    target_repeats=1, adam_lrs=(1e-2,), sgd_lrs=(0.3,), extra_exact_runs=False,
+    quick=True,
+    repeats=3,
+    fig1_sweeps_per_call=5,
+    profile=False,
+    large=QUICK_LARGE,
+    large_repeats=2,
+    large_sweeps_per_call=1,
+    loop_samples_fig1=10,
+    loop_samples_large=4,
+    vec_samples_large=128,
+    fig1_sweeps=15,
+    fig1_steps=150,
+    fig1_bcd_grid=({},),
+    digits_sweeps=10,
+    digits_steps=150,
+    digits_bcd_grid=({"hyper.eta_v": 0.02},),
+    target_repeats=1,
+    adam_lrs=(1e-2,),
+    sgd_lrs=(0.3,),
+    extra_exact_runs=False,
 )
 
 
@@ -171,6 +196,7 @@ class Section:
 
     def __enter__(self):
         if self.wait_idle > 0:
+
             def note(busy):
                 log(f"   waiting for an idle machine (busy {busy:.0%}) before {self.name}")
 
@@ -183,8 +209,12 @@ class Section:
         return self
 
     def __exit__(self, *exc):
-        self.record[self.name] = {**self.entry, "wall_s": time.perf_counter() - self.t0,
-                                  "measured_s": CONTENTION.wall_s, "others_cpu_fraction": CONTENTION.others_fraction}
+        self.record[self.name] = {
+            **self.entry,
+            "wall_s": time.perf_counter() - self.t0,
+            "measured_s": CONTENTION.wall_s,
+            "others_cpu_fraction": CONTENTION.others_fraction,
+        }
         return False
 
 
@@ -229,8 +259,12 @@ def matmul_peak(size: int, repeats: int) -> dict:
     jax.block_until_ready(dot(a, b))
     times = timed(lambda: dot(a, b), repeats)
     flops = 2 * size**3
-    return {"size": size, "seconds_median": median(times), "gflops_median": flops / median(times) / 1e9,
-            "gflops_best": flops / min(times) / 1e9}
+    return {
+        "size": size,
+        "seconds_median": median(times),
+        "gflops_median": flops / median(times) / 1e9,
+        "gflops_best": flops / min(times) / 1e9,
+    }
 
 
 def compile_seconds(config, state, X, Y, num_sweeps: int) -> float | None:
@@ -243,8 +277,15 @@ def compile_seconds(config, state, X, Y, num_sweeps: int) -> float | None:
         fn = jax.jit(run_loop, static_argnames=("algorithm", "network", "num_sweeps"))
         data = make_data(X, Y, network)
         t0 = time.perf_counter()
-        fn.lower(state.blocks, state.cache, data, config.hyper_arrays(X.dtype), algorithm=config.algorithm,
-                 network=network, num_sweeps=num_sweeps).compile()
+        fn.lower(
+            state.blocks,
+            state.cache,
+            data,
+            config.hyper_arrays(X.dtype),
+            algorithm=config.algorithm,
+            network=network,
+            num_sweeps=num_sweeps,
+        ).compile()
         return time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - fall back to first call - steady call
         log(f"   (ahead-of-time compile failed: {type(exc).__name__}; using first call - steady call)")
@@ -297,25 +338,37 @@ def flops_crosscheck(config, n: int, d_in: int, d_out: int) -> dict:
         traced = traced_sweep_flops(config, n, d_in, d_out)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         return {"closed_form": closed, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"closed_form": closed, "traced": traced["step"], "traced_over_closed": traced["step"] / closed,
-            "prepare_closed_form": closed_prepare, "prepare_traced": traced["prepare"]}
+    return {
+        "closed_form": closed,
+        "traced": traced["step"],
+        "traced_over_closed": traced["step"] / closed,
+        "prepare_closed_form": closed_prepare,
+        "prepare_traced": traced["prepare"],
+    }
 
 
 def bench_speed_fig1(settings: Settings) -> dict:
     out = {}
     config, X, Y, params = figure1_problem(0, 1)
     log("a. Figure 1 size: seconds per sweep")
-    out["fig1"] = {"sizes": FIG1, "config": config.to_dict(),
-                   **time_sweeps(config, X, Y, params, settings.fig1_sweeps_per_call, settings.repeats, True)}
-
-    variants = {} if not settings.profile else {
-        "default": {},
-        "first_layer_form=primal": {"algorithm.first_layer_form": "primal"},
-        "k_v=0 (no V loops)": {"algorithm.k_v": 0},
-        "k_w=0 (no W_1 loop)": {"algorithm.k_w": 0},
-        "k_v=k_w=0 (single steps + diagnostics)": {"algorithm.k_v": 0, "algorithm.k_w": 0},
-        "inner=exact": {"algorithm.inner": "exact"},
+    out["fig1"] = {
+        "sizes": FIG1,
+        "config": config.to_dict(),
+        **time_sweeps(config, X, Y, params, settings.fig1_sweeps_per_call, settings.repeats, True),
     }
+
+    variants = (
+        {}
+        if not settings.profile
+        else {
+            "default": {},
+            "first_layer_form=primal": {"algorithm.first_layer_form": "primal"},
+            "k_v=0 (no V loops)": {"algorithm.k_v": 0},
+            "k_w=0 (no W_1 loop)": {"algorithm.k_w": 0},
+            "k_v=k_w=0 (single steps + diagnostics)": {"algorithm.k_v": 0, "algorithm.k_w": 0},
+            "inner=exact": {"algorithm.inner": "exact"},
+        }
+    )
     if variants:
         log("   profile of one Figure-1 sweep (parts switched off)")
     profile = {}
@@ -326,10 +379,15 @@ def bench_speed_fig1(settings: Settings) -> dict:
     out["fig1_profile"] = profile
     out["flops_crosscheck"] = {
         "fig1": flops_crosscheck(config, FIG1["n"], FIG1["d_in"], 1),
-        "fig1_primal": flops_crosscheck(config.with_overrides({"algorithm.first_layer_form": "primal"}), FIG1["n"],
-                                        FIG1["d_in"], 1),
-        "large": flops_crosscheck(fig1_config(settings.large["depth"], settings.large["width"]),
-                                  settings.large["n"], settings.large["d_in"], 1),
+        "fig1_primal": flops_crosscheck(
+            config.with_overrides({"algorithm.first_layer_form": "primal"}), FIG1["n"], FIG1["d_in"], 1
+        ),
+        "large": flops_crosscheck(
+            fig1_config(settings.large["depth"], settings.large["width"]),
+            settings.large["n"],
+            settings.large["d_in"],
+            1,
+        ),
     }
     return out
 
@@ -346,9 +404,12 @@ def bench_speed_large(settings: Settings) -> dict:
     size = settings.large
     log(f"a. larger size {size}: seconds per sweep")
     cfg, X, Y, params = large_problem(size)
-    out["large"] = {"sizes": size, "config": cfg.to_dict(),
-                    **time_sweeps(cfg, X, Y, params, settings.large_sweeps_per_call, settings.large_repeats, True),
-                    "memory": compiled_memory(cfg, X, Y, params)}
+    out["large"] = {
+        "sizes": size,
+        "config": cfg.to_dict(),
+        **time_sweeps(cfg, X, Y, params, settings.large_sweeps_per_call, settings.large_repeats, True),
+        "memory": compiled_memory(cfg, X, Y, params),
+    }
     return out
 
 
@@ -360,16 +421,29 @@ def bench_sweep_throughput(settings: Settings) -> dict:
     log("e. sweep throughput: 16 members in one program vs one by one")
     data = DataSpec(n=64, d_in=96, teacher_width=8) if settings.quick else DataSpec()
     t = measure_throughput(members=16, sweeps=5, data=data, repeats=2 if settings.quick else 3)
-    return {"members": 16, "sweeps": 5, "sizes": dataclasses.asdict(data), "one_program_seconds": t.batched_seconds,
-            "one_by_one_seconds": t.sequential_seconds, "speedup": t.sequential_seconds / t.batched_seconds}
+    return {
+        "members": 16,
+        "sweeps": 5,
+        "sizes": dataclasses.asdict(data),
+        "one_program_seconds": t.batched_seconds,
+        "one_by_one_seconds": t.sequential_seconds,
+        "speedup": t.sequential_seconds / t.batched_seconds,
+    }
 
 
 def compiled_memory(cfg, X, Y, params) -> dict:
     """XLA's buffer plan for fit's compiled run (blocks donated), next to the O(n r L) state size."""
     network = cfg.resolved_network
     state = bcd_jax.init_state(params, X, Y, cfg)
-    compiled = compiled_loop(state.blocks, state.cache, make_data(X, Y, network), cfg.hyper_arrays(X.dtype),
-                             algorithm=cfg.algorithm, network=network, num_sweeps=1)
+    compiled = compiled_loop(
+        state.blocks,
+        state.cache,
+        make_data(X, Y, network),
+        cfg.hyper_arrays(X.dtype),
+        algorithm=cfg.algorithm,
+        network=network,
+        num_sweeps=1,
+    )
     mem = compiled.memory_analysis()
     item = X.dtype.itemsize
     n, _ = X.shape
@@ -401,9 +475,19 @@ def numpy_sweep_loop(W, V, X, Y, config):
     network, algorithm, h = config.resolved_network, config.algorithm, config.hyper
     act = reference.reference_activation(network.layer_activations[0].name, network.negative_slope)
     V_paper = [np.asarray(X, np.float64)] + [np.asarray(v, np.float64) for v in V]
-    W_paper, V_paper = reference.sweep(reference.as_paper(W), V_paper, np.asarray(Y, np.float64), act=act,
-                                       spec=algorithm.spec, gamma=h.gamma, eta_v=h.eta_v, eta_w=h.eta_w,
-                                       eta_w1=h.eta_w1, k_v=algorithm.k_v, k_w=algorithm.k_w)
+    W_paper, V_paper = reference.sweep(
+        reference.as_paper(W),
+        V_paper,
+        np.asarray(Y, np.float64),
+        act=act,
+        spec=algorithm.spec,
+        gamma=h.gamma,
+        eta_v=h.eta_v,
+        eta_w=h.eta_w,
+        eta_w1=h.eta_w1,
+        k_v=algorithm.k_v,
+        k_w=algorithm.k_w,
+    )
     return W_paper[1:], V_paper[1:]
 
 
@@ -446,13 +530,20 @@ def numpy_sweep_vectorised(W, V, X, Y, config):
 def _state_numpy(config, X, Y, params):
     state = bcd_jax.init_state(params, X, Y, config)
     blocks = state.blocks
-    return ([np.asarray(w) for w in blocks.weights], [np.array(v) for v in blocks.hidden],
-            np.asarray(X), np.asarray(Y), state)
+    return (
+        [np.asarray(w) for w in blocks.weights],
+        [np.array(v) for v in blocks.hidden],
+        np.asarray(X),
+        np.asarray(Y),
+        state,
+    )
 
 
 def _max_rel_diff(a_list, b_list) -> float:
-    return max(float(np.max(np.abs(a - np.asarray(b))) / (np.max(np.abs(np.asarray(b))) + 1e-30))
-               for a, b in zip(a_list, b_list))
+    return max(
+        float(np.max(np.abs(a - np.asarray(b))) / (np.max(np.abs(np.asarray(b))) + 1e-30))
+        for a, b in zip(a_list, b_list)
+    )
 
 
 def time_numpy_reference(fn, config, X, Y, params, samples: int | None, repeats: int) -> dict:
@@ -587,8 +678,17 @@ def run_bcd_grid(X, Y, base, params, grid, sweeps, label_prefix="bcd_jax") -> li
         done = max(res.sweeps_completed, 1)
         hist = np.asarray(res.history.train_mse, np.float64)
         label = label_prefix + " " + (", ".join(f"{k}={v}" for k, v in change.items()) or "default")
-        runs.append(_run_summary(label, hist, res.wall_time, done, res.compile_time, _bcd_rerun(X, Y, cfg, params),
-                                 {"config_change": change, "diverged_at": res.diverged_at, "warnings": warns[:3]}))
+        runs.append(
+            _run_summary(
+                label,
+                hist,
+                res.wall_time,
+                done,
+                res.compile_time,
+                _bcd_rerun(X, Y, cfg, params),
+                {"config_change": change, "diverged_at": res.diverged_at, "warnings": warns[:3]},
+            )
+        )
         log(f"   {label}: {runs[-1]['seconds_per_step'] * 1e3:.1f} ms/sweep, final MSE {runs[-1]['final_mse']:.3g}")
     return runs
 
@@ -599,8 +699,17 @@ def run_optax_grid(X, Y, config, params, name, make, lrs, steps) -> list[dict]:
         with measuring():
             res = backprop(X, Y, config, params, make, lr, steps)
         hist = np.asarray(res.train_loss, np.float64)
-        runs.append(_run_summary(f"{name} lr={lr}", hist, res.wall_time, steps, res.compile_time,
-                                 _optax_rerun(X, Y, config, params, make, lr), {"lr": lr}))
+        runs.append(
+            _run_summary(
+                f"{name} lr={lr}",
+                hist,
+                res.wall_time,
+                steps,
+                res.compile_time,
+                _optax_rerun(X, Y, config, params, make, lr),
+                {"lr": lr},
+            )
+        )
         last = runs[-1]
         log(f"   {name} lr={lr}: {last['seconds_per_step'] * 1e3:.3f} ms/step, final MSE {last['final_mse']:.3g}")
     return runs
@@ -629,13 +738,31 @@ def credit(runs: list[dict], targets: dict[str, float], repeats: int) -> dict:
         if (r["label"], k) not in cache:
             cache[(r["label"], k)] = r["_rerun"](k, repeats) if k > 0 else [0.0]
         times = cache[(r["label"], k)]
-        out["targets"][name] = {"reached": True, "steps": k, "seconds": median(times), "seconds_all": times,
-                                "estimate_seconds": k * per_step, "run": r["label"]}
+        out["targets"][name] = {
+            "reached": True,
+            "steps": k,
+            "seconds": median(times),
+            "seconds_all": times,
+            "estimate_seconds": k * per_step,
+            "run": r["label"],
+        }
     return out
 
 
-def compare(problem: str, X, Y, base, params, settings: Settings, bcd_grid, bcd_sweeps, optax_steps,
-            extra_bcd: dict | None, targets_rel: tuple, targets_abs: tuple) -> dict:
+def compare(
+    problem: str,
+    X,
+    Y,
+    base,
+    params,
+    settings: Settings,
+    bcd_grid,
+    bcd_sweeps,
+    optax_steps,
+    extra_bcd: dict | None,
+    targets_rel: tuple,
+    targets_abs: tuple,
+) -> dict:
     log(f"d. time to target: {problem}")
     methods = {"bcd_jax": run_bcd_grid(X, Y, base, params, bcd_grid, bcd_sweeps)}
     for name, change in (extra_bcd if settings.extra_exact_runs else {}).items():
@@ -653,8 +780,10 @@ def compare(problem: str, X, Y, base, params, settings: Settings, bcd_grid, bcd_
         "targets": targets,
         "budget": {"bcd_sweeps": bcd_sweeps, "optax_steps": optax_steps},
         "credited": credited,
-        "runs": {name: [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
-                 for name, runs in methods.items()},
+        "runs": {
+            name: [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
+            for name, runs in methods.items()
+        },
         "_methods": methods,
     }
 
@@ -683,8 +812,11 @@ def plot_digits(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("wall time, compilation excluded [s]")
     ax.set_ylabel("training MSE  mean_i ||f(x_i) - y_i||^2")
-    ax.set_title("digits (n=1797, d_in=64, one-hot d_out=10), L=5, r=30\n"
-                 "same network, data and initial weights; best run of each method", fontsize=10)
+    ax.set_title(
+        "digits (n=1797, d_in=64, one-hot d_out=10), L=5, r=30\n"
+        "same network, data and initial weights; best run of each method",
+        fontsize=10,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -712,80 +844,108 @@ def report(results: dict) -> str:
     lines = []
     m = results["machine"]
     lines.append("== machine ==")
-    lines.append(f"{m['platform']} | {m['cpu_model']} | {m['cpu_count']} CPUs | jax {m['jax']} on {m['device']} | "
-                 f"numpy {m['numpy']} | optax {m['optax']} | load avg start {m['loadavg_start']} "
-                 f"end {m.get('loadavg_end')}")
+    lines.append(
+        f"{m['platform']} | {m['cpu_model']} | {m['cpu_count']} CPUs | jax {m['jax']} on {m['device']} | "
+        f"numpy {m['numpy']} | optax {m['optax']} | load avg start {m['loadavg_start']} "
+        f"end {m.get('loadavg_end')}"
+    )
     sec = results.get("sections", {})
     if sec:
-        shares = ", ".join(f"{k} {v['others_cpu_fraction']:.0%}" if v["others_cpu_fraction"] is not None else f"{k} ?"
-                           for k, v in sec.items())
-        lines.append(f"CPU share taken by OTHER processes while each stage measured (timings are inflated when high): "
-                     f"{shares}")
+        shares = ", ".join(
+            f"{k} {v['others_cpu_fraction']:.0%}" if v["others_cpu_fraction"] is not None else f"{k} ?"
+            for k, v in sec.items()
+        )
+        lines.append(
+            f"CPU share taken by OTHER processes while each stage measured (timings are inflated when high): {shares}"
+        )
     peak = results["matmul_peak"]
-    lines.append(f"float32 matmul {peak['size']}^2 (jitted jnp.dot): {peak['gflops_median']:.1f} GFLOP/s median, "
-                 f"{peak['gflops_best']:.1f} best")
+    lines.append(
+        f"float32 matmul {peak['size']}^2 (jitted jnp.dot): {peak['gflops_median']:.1f} GFLOP/s median, "
+        f"{peak['gflops_best']:.1f} best"
+    )
 
     s = results["speed"]
     lines.append("")
     lines.append("== a/b. bcd_jax float32 seconds per sweep (bcd_jax.run, median over repeats) ==")
-    lines.append(f"{'size':<40} {'s/sweep (min..max)':<28} {'compile':>9} {'GFLOP/sweep':>12} {'GFLOP/s':>8} "
-                 f"{'% matmul':>9}")
+    lines.append(
+        f"{'size':<40} {'s/sweep (min..max)':<28} {'compile':>9} {'GFLOP/sweep':>12} {'GFLOP/s':>8} {'% matmul':>9}"
+    )
     for key in ("fig1", "large"):
         r = s[key]
         z = r["sizes"]
         name = f"{key}: n={z['n']} d_in={z['d_in']} r={z['width']} L={z['depth']}"
-        span = (f"{fmt_s(r['seconds_per_sweep'])} "
-                f"({fmt_s(r['seconds_per_sweep_min'])}..{fmt_s(r['seconds_per_sweep_max'])})")
-        lines.append(f"{name:<40} {span:<28} {fmt_s(r['compile_seconds']):>9} {r['gflop_per_sweep']:>12.2f} "
-                     f"{r['gflops']:>8.1f} {100 * r['fraction_of_matmul_peak']:>8.0f}%")
+        span = (
+            f"{fmt_s(r['seconds_per_sweep'])} "
+            f"({fmt_s(r['seconds_per_sweep_min'])}..{fmt_s(r['seconds_per_sweep_max'])})"
+        )
+        lines.append(
+            f"{name:<40} {span:<28} {fmt_s(r['compile_seconds']):>9} {r['gflop_per_sweep']:>12.2f} "
+            f"{r['gflops']:>8.1f} {100 * r['fraction_of_matmul_peak']:>8.0f}%"
+        )
     mem = s["large"].get("memory")
     if mem:
         mib = 2.0**20
-        lines.append(f"large: XLA buffers of the compiled run {mem['peak_bytes'] / mib:.0f} MiB (arguments "
-                     f"{mem['argument_bytes'] / mib:.0f}, temporaries {mem['temp_bytes'] / mib:.0f}, outputs "
-                     f"{mem['output_bytes'] / mib:.0f}, donated {mem['alias_bytes'] / mib:.0f}); "
-                     f"data {mem['data_bytes'] / mib:.0f} MiB, "
-                     f"V's n*r*(L-1) {mem['hidden_bytes_n_r_L'] / mib:.0f} MiB")
+        lines.append(
+            f"large: XLA buffers of the compiled run {mem['peak_bytes'] / mib:.0f} MiB (arguments "
+            f"{mem['argument_bytes'] / mib:.0f}, temporaries {mem['temp_bytes'] / mib:.0f}, outputs "
+            f"{mem['output_bytes'] / mib:.0f}, donated {mem['alias_bytes'] / mib:.0f}); "
+            f"data {mem['data_bytes'] / mib:.0f} MiB, "
+            f"V's n*r*(L-1) {mem['hidden_bytes_n_r_L'] / mib:.0f} MiB"
+        )
     if s["fig1_profile"]:
         lines.append("profile of one Figure-1 sweep (same run, parts switched off):")
     for name, r in s["fig1_profile"].items():
-        lines.append(f"  {name:<42} {fmt_s(r['seconds_per_sweep']):>9}/sweep (min {fmt_s(r['seconds_per_sweep_min'])})"
-                     f" {r['gflop_per_sweep']:>7.3f} GFLOP {r['gflops']:>7.1f} GFLOP/s")
+        lines.append(
+            f"  {name:<42} {fmt_s(r['seconds_per_sweep']):>9}/sweep (min {fmt_s(r['seconds_per_sweep_min'])})"
+            f" {r['gflop_per_sweep']:>7.3f} GFLOP {r['gflops']:>7.1f} GFLOP/s"
+        )
 
     xc = s.get("flops_crosscheck", {})
     if xc:
-        ratios = ", ".join(f"{k} {v['traced_over_closed']:.4f}x" if "traced" in v else f"{k} n/a ({v['error'][:60]})"
-                           for k, v in xc.items())
+        ratios = ", ".join(
+            f"{k} {v['traced_over_closed']:.4f}x" if "traced" in v else f"{k} n/a ({v['error'][:60]})"
+            for k, v in xc.items()
+        )
         lines.append(f"sweep_flops vs a count of the traced program of one sweep: {ratios}")
     c = results["references"]
     lines.append("")
-    lines.append("== c. reference implementations of the same sweep (tests/reference.py per-sample loop in float64; "
-                 "vectorised NumPy and bcd_jax in float32) ==")
-    lines.append(f"{'size':<8} {'numpy per-sample loop':<32} {'numpy vectorised':<20} {'bcd_jax':<10} {'x vs loop':>9} "
-                 f"{'x vs vec':>9}")
+    lines.append(
+        "== c. reference implementations of the same sweep (tests/reference.py per-sample loop in float64; "
+        "vectorised NumPy and bcd_jax in float32) =="
+    )
+    lines.append(
+        f"{'size':<8} {'numpy per-sample loop':<32} {'numpy vectorised':<20} {'bcd_jax':<10} {'x vs loop':>9} "
+        f"{'x vs vec':>9}"
+    )
     for key in ("fig1", "large"):
         r = c[key]
         lp = r["numpy_loop"]
         note = f" (from {lp['samples_timed']} samples)" if lp["extrapolated"] else ""
         vp = r["numpy_vectorised"]
         vnote = f" (from {vp['samples_timed']})" if vp["extrapolated"] else ""
-        lines.append(f"{key:<8} {fmt_s(lp['seconds_per_sweep']) + note:<32} "
-                     f"{fmt_s(vp['seconds_per_sweep']) + vnote:<20} {fmt_s(r['bcd_jax_seconds_per_sweep']):<10} "
-                     f"{r['speedup_vs_loop']:>9.0f} {r['speedup_vs_vectorised']:>9.1f}")
+        lines.append(
+            f"{key:<8} {fmt_s(lp['seconds_per_sweep']) + note:<32} "
+            f"{fmt_s(vp['seconds_per_sweep']) + vnote:<20} {fmt_s(r['bcd_jax_seconds_per_sweep']):<10} "
+            f"{r['speedup_vs_loop']:>9.0f} {r['speedup_vs_vectorised']:>9.1f}"
+        )
     if "speedup_vs_vectorised_same_form" in c["fig1"]:
         f = c["fig1"]
-        lines.append(f"fig1 with the same primal K_W loop as the NumPy codes (first_layer_form='primal'): bcd_jax "
-                     f"{fmt_s(f['bcd_jax_primal_seconds_per_sweep'])}/sweep, "
-                     f"{f['speedup_vs_loop_same_form']:.0f}x vs loop, "
-                     f"{f['speedup_vs_vectorised_same_form']:.1f}x vs vectorised")
+        lines.append(
+            f"fig1 with the same primal K_W loop as the NumPy codes (first_layer_form='primal'): bcd_jax "
+            f"{fmt_s(f['bcd_jax_primal_seconds_per_sweep'])}/sweep, "
+            f"{f['speedup_vs_loop_same_form']:.0f}x vs loop, "
+            f"{f['speedup_vs_vectorised_same_form']:.1f}x vs vectorised"
+        )
     lines.append(f"agreement with bcd_jax.sweep (max relative difference): {c['fig1']['agreement']}")
 
     for key in ("fig1_target", "digits_target"):
         t = results[key]
         lines.append("")
         lines.append(f"== d. time to target: {t['problem']} (initial MSE {t['initial_mse']:.4g}; compile excluded) ==")
-        lines.append(f"{'target':<22} {'method':<20} {'time':>10} {'/ bcd_jax':>10} {'steps':>6} {'est. time':>10} "
-                     f"{'s/step':>9}  credited run")
+        lines.append(
+            f"{'target':<22} {'method':<20} {'time':>10} {'/ bcd_jax':>10} {'steps':>6} {'est. time':>10} "
+            f"{'s/step':>9}  credited run"
+        )
         for tname in t["targets"]:
             bcd = t["credited"]["bcd_jax"]["targets"][tname]
             for method, cr in t["credited"].items():
@@ -793,14 +953,23 @@ def report(results: dict) -> str:
                 per = fmt_s(cr["seconds_per_step_median"])
                 if e["reached"]:
                     ratio = f"{e['seconds'] / bcd['seconds']:.3g}x" if bcd["reached"] and bcd["seconds"] > 0 else "-"
-                    lines.append(f"{tname:<22} {method:<20} {fmt_s(e['seconds']):>10} {ratio:>10} {e['steps']:>6} "
-                                 f"{fmt_s(e['estimate_seconds']):>10} {per:>9}  {e['run']}")
+                    lines.append(
+                        f"{tname:<22} {method:<20} {fmt_s(e['seconds']):>10} {ratio:>10} {e['steps']:>6} "
+                        f"{fmt_s(e['estimate_seconds']):>10} {per:>9}  {e['run']}"
+                    )
                 else:
-                    lines.append(f"{tname:<22} {method:<20} {'not reached':>10} {'':>10} {'':>6} {'':>10} {per:>9}  "
-                                 f"best MSE {e['best_mse']:.3g}")
-        lines.append("runs: " + "; ".join(
-            f"{r['label']}: min {r['min_mse']:.3g}" + (" DIVERGED" if r["diverged"] else "")
-            for runs in t["runs"].values() for r in runs))
+                    lines.append(
+                        f"{tname:<22} {method:<20} {'not reached':>10} {'':>10} {'':>6} {'':>10} {per:>9}  "
+                        f"best MSE {e['best_mse']:.3g}"
+                    )
+        lines.append(
+            "runs: "
+            + "; ".join(
+                f"{r['label']}: min {r['min_mse']:.3g}" + (" DIVERGED" if r["diverged"] else "")
+                for runs in t["runs"].values()
+                for r in runs
+            )
+        )
     return "\n".join(lines)
 
 
@@ -812,9 +981,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/bench.json", help="JSON output path (parents are created)")
     parser.add_argument("--plot", default=None, help="digits PNG path (default: bench_digits.png next to --out)")
     parser.add_argument("--quick", action="store_true", help="small sizes and budgets: a smoke test in under a minute")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before each stage wait up to SECONDS (before each timed repeat up to 20 s) for the "
-                             "CPUs to be idle: other jobs on the machine inflate timings")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each stage wait up to SECONDS (before each timed repeat up to 20 s) for the "
+        "CPUs to be idle: other jobs on the machine inflate timings",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     CONTENTION.wait_idle = min(args.wait_idle, 20.0)
@@ -843,18 +1017,35 @@ def main(argv=None) -> int:
     with section("target_fig1"):
         config, X, Y, params = figure1_problem(0, 1)
         results["fig1_target"] = compare(
-            "Figure 1 teacher (n=500, d_in=600, L=5, r=30, LeakyReLU 0.5)", X, Y, config, params, settings,
-            settings.fig1_bcd_grid, settings.fig1_sweeps, settings.fig1_steps,
-            {"bcd_jax inner=exact": {"algorithm.inner": "exact"}}, targets_rel=(1e-4,), targets_abs=(6e-5,),
+            "Figure 1 teacher (n=500, d_in=600, L=5, r=30, LeakyReLU 0.5)",
+            X,
+            Y,
+            config,
+            params,
+            settings,
+            settings.fig1_bcd_grid,
+            settings.fig1_sweeps,
+            settings.fig1_steps,
+            {"bcd_jax inner=exact": {"algorithm.inner": "exact"}},
+            targets_rel=(1e-4,),
+            targets_abs=(6e-5,),
         )
     with section("target_digits"):
         Xd, Yd = digits_problem()
         dcfg = fig1_config(FIG1["depth"], FIG1["width"])
         dparams = bcd_jax.init_params(jax.random.key(1), dcfg, Xd.shape[1], Yd.shape[1])
         results["digits_target"] = compare(
-            "digits (n=1797, d_in=64, one-hot d_out=10, L=5, r=30)", Xd, Yd, dcfg, dparams, settings,
-            settings.digits_bcd_grid, settings.digits_sweeps, settings.digits_steps,
-            {"bcd_jax inner=exact": {"algorithm.inner": "exact", "hyper.eta_v": 0.02}}, targets_rel=(0.2, 1e-2, 1e-4),
+            "digits (n=1797, d_in=64, one-hot d_out=10, L=5, r=30)",
+            Xd,
+            Yd,
+            dcfg,
+            dparams,
+            settings,
+            settings.digits_bcd_grid,
+            settings.digits_sweeps,
+            settings.digits_steps,
+            {"bcd_jax inner=exact": {"algorithm.inner": "exact", "hyper.eta_v": 0.02}},
+            targets_rel=(0.2, 1e-2, 1e-4),
             targets_abs=(6e-5,),
         )
     plot_digits(results["digits_target"], plot_path)
@@ -866,9 +1057,11 @@ def main(argv=None) -> int:
 
     text = report(results)
     tp = results["sweep_throughput"]
-    text += (f"\n\n== e. sweep throughput ({tp['members']} members x {tp['sweeps']} sweeps, n={tp['sizes']['n']}) ==\n"
-             f"one compiled program {fmt_s(tp['one_program_seconds'])}, one by one {fmt_s(tp['one_by_one_seconds'])}: "
-             f"{tp['speedup']:.2f}x")
+    text += (
+        f"\n\n== e. sweep throughput ({tp['members']} members x {tp['sweeps']} sweeps, n={tp['sizes']['n']}) ==\n"
+        f"one compiled program {fmt_s(tp['one_program_seconds'])}, one by one {fmt_s(tp['one_by_one_seconds'])}: "
+        f"{tp['speedup']:.2f}x"
+    )
     print(text)
     print(f"\nwrote {out} and {plot_path} in {results['total_seconds']:.0f} s")
     for key in ("fig1_target", "digits_target"):

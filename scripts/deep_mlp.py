@@ -49,8 +49,7 @@ from bcd_jax.datasets import load_digits
 from bcd_jax.io import atomic_write, atomic_write_text, dumps_json
 
 ROOT = Path(__file__).resolve().parent.parent
-NETWORK = dict(depth=10, width=64, activation="leaky_relu", negative_slope=0.5, bias=True,
-               loss="softmax_cross_entropy")
+NETWORK = dict(depth=10, width=64, activation="leaky_relu", negative_slope=0.5, bias=True, loss="softmax_cross_entropy")
 BCD = dict(step_size="auto", k_v=10, k_w=10)  # Algorithm 1's structure
 BCD_HYPER = dict(eta_v=0.3)
 SGD_LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -79,8 +78,14 @@ def run_bcd(data, config, params, repeats: int = 1) -> dict:
     for _ in range(repeats):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = bcd_jax.fit(data.X_train, data.y_train, config, init_params=params,
-                                 validation=(data.X_test, data.y_test), progress=None)
+            result = bcd_jax.fit(
+                data.X_train,
+                data.y_train,
+                config,
+                init_params=params,
+                validation=(data.X_test, data.y_test),
+                progress=None,
+            )
         walls.append(result.wall_time)
         compile_times.append(result.compile_time)
     h = result.history
@@ -98,8 +103,9 @@ def run_bcd(data, config, params, repeats: int = 1) -> dict:
     }
 
 
-def run_sgd(data, config, params, epochs: int, learning_rates, seed: int, repeats: int = 1,
-            optimizer_name: str = "sgd") -> list[dict]:
+def run_sgd(
+    data, config, params, epochs: int, learning_rates, seed: int, repeats: int = 1, optimizer_name: str = "sgd"
+) -> list[dict]:
     """Mini-batch backprop (batch ``SGD_BATCH``, reshuffled every epoch) for each learning rate.
 
     ``optimizer_name`` is ``"sgd"`` (plain, no momentum) or ``"adam"`` (the reference line).
@@ -110,21 +116,34 @@ def run_sgd(data, config, params, epochs: int, learning_rates, seed: int, repeat
     make = {"sgd": optax.sgd, "adam": optax.adam}[optimizer_name]
     rows = []
     for lr in learning_rates:
-        runs = [fit_backprop(data.X_train, data.y_train, config, optimizer=make, learning_rate=lr, epochs=epochs,
-                             batch_size=SGD_BATCH, shuffle_seed=seed + 2000, init_params=params,
-                             validation=(data.X_test, data.y_test))
-                for _ in range(repeats)]  # identical results; the fastest wall time is kept
+        runs = [
+            fit_backprop(
+                data.X_train,
+                data.y_train,
+                config,
+                optimizer=make,
+                learning_rate=lr,
+                epochs=epochs,
+                batch_size=SGD_BATCH,
+                shuffle_seed=seed + 2000,
+                init_params=params,
+                validation=(data.X_test, data.y_test),
+            )
+            for _ in range(repeats)
+        ]  # identical results; the fastest wall time is kept
         result = runs[0]
-        rows.append({
-            "learning_rate": lr,
-            "iterations": epochs,
-            "train_loss": result.train_loss.tolist(),
-            "train_accuracy_final": result.metrics.train_accuracy,
-            "test_accuracy_final": result.metrics.val_accuracy,
-            "wall_time_s": min(r.wall_time for r in runs),
-            "wall_times_s": [r.wall_time for r in runs],
-            "compile_time_s": result.compile_time,
-        })
+        rows.append(
+            {
+                "learning_rate": lr,
+                "iterations": epochs,
+                "train_loss": result.train_loss.tolist(),
+                "train_accuracy_final": result.metrics.train_accuracy,
+                "test_accuracy_final": result.metrics.val_accuracy,
+                "wall_time_s": min(r.wall_time for r in runs),
+                "wall_times_s": [r.wall_time for r in runs],
+                "compile_time_s": result.compile_time,
+            }
+        )
     return rows
 
 
@@ -176,12 +195,21 @@ def plot(results: dict, path: Path) -> None:
             for r in sgd_rows:
                 if r is not best:
                     ax.plot(*curve(r), color="tab:orange", alpha=0.3, lw=0.8)
-            ax.plot(*curve(best), color="tab:orange", lw=2,
-                    label=f"SGD backprop, best lr {best['learning_rate']:g} (faint: the other lr)")
+            ax.plot(
+                *curve(best),
+                color="tab:orange",
+                lw=2,
+                label=f"SGD backprop, best lr {best['learning_rate']:g} (faint: the other lr)",
+            )
             if "adam_best" in run:
                 adam = run["adam_best"]
-                ax.plot(*curve(adam), color="tab:green", lw=1.2, ls="--",
-                        label=f"reference: mini-batch Adam, best lr {adam['learning_rate']:g}")
+                ax.plot(
+                    *curve(adam),
+                    color="tab:green",
+                    lw=1.2,
+                    ls="--",
+                    label=f"reference: mini-batch Adam, best lr {adam['learning_rate']:g}",
+                )
             ax.plot(*curve(bcd), color="tab:blue", lw=2, label="bcd_jax (Algorithm 1, auto steps)")
             ax.set_yscale("log")
             if axis_kind == "iterations":
@@ -193,8 +221,11 @@ def plot(results: dict, path: Path) -> None:
             ax.set_title(f"init '{init}': {results['inits_short'][init]}", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("10-layer MLP (9 hidden layers of width 64, LeakyReLU 0.5) on digits; "
-                 "same network and initial weights for both methods", fontsize=10)
+    fig.suptitle(
+        "10-layer MLP (9 hidden layers of width 64, LeakyReLU 0.5) on digits; "
+        "same network and initial weights for both methods",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
@@ -206,12 +237,20 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few sweeps/epochs, two learning rates")
     parser.add_argument("--iterations", type=int, default=300, help="bcd_jax sweeps = SGD epochs (default 300)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="timed runs per method (identical results); the fastest is reported (default 2)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="timed runs per method (identical results); the fastest is reported (default 2)",
+    )
     parser.add_argument("--inits", nargs="+", default=["svb", "small"], choices=["svb", "small"])
     parser.add_argument("--no-adam", action="store_true", help="leave out the mini-batch Adam reference line")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "deep_mlp.png",
-                        help="the figure; the JSON goes next to it with suffix .json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "results" / "deep_mlp.png",
+        help="the figure; the JSON goes next to it with suffix .json",
+    )
     args = parser.parse_args(argv)
     iterations, learning_rates, adam_rates = args.iterations, SGD_LEARNING_RATES, ADAM_LEARNING_RATES
     if args.quick:
@@ -219,31 +258,53 @@ def main(argv=None) -> int:
         args.repeats = 1
 
     data = load_digits(seed=args.seed)
-    config = bcd_jax.Config(network=bcd_jax.Network(**NETWORK), algorithm=bcd_jax.Akiyama("monotone", **BCD),
-                            hyper=BCD_HYPER, sweeps=iterations)
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(**NETWORK),
+        algorithm=bcd_jax.Akiyama("monotone", **BCD),
+        hyper=BCD_HYPER,
+        sweeps=iterations,
+    )
     Y_onehot = np.eye(data.num_classes, dtype=np.float32)[data.y_train]
     results = {
         "protocol": {
             "network": NETWORK,
             "bcd": {**BCD, **BCD_HYPER, "algorithm": "monotone (Algorithm 1)", "sweeps": iterations},
-            "sgd": {"batch_size": SGD_BATCH, "epochs": iterations, "learning_rates": list(learning_rates),
-                    "momentum": 0, "selection": "lowest final training loss"},
-            "adam_reference": None if args.no_adam else {
-                "batch_size": SGD_BATCH, "epochs": iterations, "learning_rates": list(adam_rates),
-                "selection": "lowest final training loss"},
-            "data": f"digits, {len(data.y_train)} train / {len(data.y_test)} test, standardised", "seed": args.seed,
+            "sgd": {
+                "batch_size": SGD_BATCH,
+                "epochs": iterations,
+                "learning_rates": list(learning_rates),
+                "momentum": 0,
+                "selection": "lowest final training loss",
+            },
+            "adam_reference": None
+            if args.no_adam
+            else {
+                "batch_size": SGD_BATCH,
+                "epochs": iterations,
+                "learning_rates": list(adam_rates),
+                "selection": "lowest final training loss",
+            },
+            "data": f"digits, {len(data.y_train)} train / {len(data.y_test)} test, standardised",
+            "seed": args.seed,
             "timing": f"compiled run only, fastest of {args.repeats} identical runs; the wall-time axis spreads "
-                      "each run's total evenly over its iterations",
+            "each run's total evenly over its iterations",
             "quick": args.quick,
         },
         "inits": {
             "svb": "bcd_jax.init_params (Gaussian + singular value bounding [0.75, 1.25], Algorithm 2)",
             "small": f"all weights ~ N(0, {SMALL_STD}^2) (Zeng et al.'s SGD baseline init)",
         },
-        "inits_short": {"svb": "bcd_jax.init_params (Algorithm 2, SVB [0.75, 1.25])",
-                        "small": f"N(0, {SMALL_STD}^2) weights (Zeng et al.'s baseline)"},
-        "environment": {"jax": jax.__version__, "backend": jax.default_backend(), "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "load_average_at_start": timing.load_average()},
+        "inits_short": {
+            "svb": "bcd_jax.init_params (Algorithm 2, SVB [0.75, 1.25])",
+            "small": f"N(0, {SMALL_STD}^2) weights (Zeng et al.'s baseline)",
+        },
+        "environment": {
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": timing.load_average(),
+        },
         "runs": {},
     }
     for init in args.inits:
@@ -254,7 +315,9 @@ def main(argv=None) -> int:
         grid = run_sgd(data, config, params, iterations, learning_rates, args.seed, args.repeats)
         results["runs"][init] = {
             "gradient_norms_at_init": gradient_norms(params, data.X_train, Y_onehot, config),
-            "bcd": bcd, "sgd_grid": grid, "sgd_best": best_sgd(grid),
+            "bcd": bcd,
+            "sgd_grid": grid,
+            "sgd_best": best_sgd(grid),
         }
         if not args.no_adam:
             print(f"[{init}] Adam (reference) ...", file=sys.stderr, flush=True)
@@ -263,20 +326,35 @@ def main(argv=None) -> int:
     results["environment"]["load_average_at_end"] = timing.load_average()
 
     checkpoints = sorted(k for k in {0, 1, 10, iterations // 10, iterations // 3, iterations} if k <= iterations)
-    header = ("| init | method | " + " | ".join(f"loss @ {k}" for k in checkpoints)
-              + " | train acc | test acc | wall s (compile s) |")
+    header = (
+        "| init | method | "
+        + " | ".join(f"loss @ {k}" for k in checkpoints)
+        + " | train acc | test acc | wall s (compile s) |"
+    )
     lines = [header, "| " + " | ".join(["---"] * (header.count("|") - 1)) + " |"]
     for init, run in results["runs"].items():
         bcd, best = run["bcd"], run["sgd_best"]
         entries = [
             ("bcd_jax", bcd["train_loss"], bcd["train_accuracy"][-1], bcd["test_accuracy"][-1], bcd),
-            (f"SGD lr {best['learning_rate']:g}", best["train_loss"], best["train_accuracy_final"],
-             best["test_accuracy_final"], best),
+            (
+                f"SGD lr {best['learning_rate']:g}",
+                best["train_loss"],
+                best["train_accuracy_final"],
+                best["test_accuracy_final"],
+                best,
+            ),
         ]
         if "adam_best" in run:
             a = run["adam_best"]
-            entries.append((f"(reference) Adam lr {a['learning_rate']:g}", a["train_loss"], a["train_accuracy_final"],
-                            a["test_accuracy_final"], a))
+            entries.append(
+                (
+                    f"(reference) Adam lr {a['learning_rate']:g}",
+                    a["train_loss"],
+                    a["train_accuracy_final"],
+                    a["test_accuracy_final"],
+                    a,
+                )
+            )
         for method, curve, tr, te, r in entries:
             losses = " | ".join(fmt(curve[k]) if k < len(curve) else "-" for k in checkpoints)
             seconds = f"{r['wall_time_s']:.2f} ({r['compile_time_s']:.1f})"
@@ -289,8 +367,10 @@ def main(argv=None) -> int:
         print(f"- {init}: |dL/dW_j| at init, layer 1 .. 10: " + ", ".join(f"{x:.1e}" for x in g))
         for name in ("sgd", "adam"):
             if f"{name}_grid" in run:
-                print(f"  {name.upper()} grid (final training loss): " + ", ".join(
-                    f"lr {r['learning_rate']:g}: {fmt(r['train_loss'][-1])}" for r in run[f"{name}_grid"]))
+                print(
+                    f"  {name.upper()} grid (final training loss): "
+                    + ", ".join(f"lr {r['learning_rate']:g}: {fmt(r['train_loss'][-1])}" for r in run[f"{name}_grid"])
+                )
     results["table_markdown"] = table
 
     plot(results, args.out)

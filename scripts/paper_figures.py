@@ -68,19 +68,26 @@ def _describe(config, data) -> str:
     network, algorithm = config.resolved_network, config.algorithm
     structure = ", ".join(f"{k}={v}" for k, v in algorithm.describe().items() if k != "name")
     hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
-    return (f"{algorithm.name} ({structure}), {network.activation}, L={network.depth}, r={network.width}, "
-            f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}")
+    return (
+        f"{algorithm.name} ({structure}), {network.activation}, L={network.depth}, r={network.width}, "
+        f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path, help="experiment TOML, e.g. configs/paper_fig1.toml")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results/<config name>, with --quick results/<config name>-quick)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default results/<config name>, with --quick results/<config name>-quick)",
+    )
     parser.add_argument("--sweeps", type=int, default=None, help="override the number of sweeps K")
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_SWEEPS} sweeps")
-    parser.add_argument("--check-sweep", type=int, default=30,
-                        help="sweep at which the table reports the ratio (default 30)")
+    parser.add_argument(
+        "--check-sweep", type=int, default=30, help="sweep at which the table reports the ratio (default 30)"
+    )
     args = parser.parse_args(argv)
 
     config, data, experiment = load_experiment(args.config)
@@ -92,8 +99,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"bcd_jax: {args.config}  ({_describe(config, data)})")
-    print(f"device: {jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} "
-          f"cores), jax {jax.__version__}")
+    print(
+        f"device: {jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} "
+        f"cores), jax {jax.__version__}"
+    )
     results = run_experiment(config, data, experiment)
 
     main_name = config.algorithm.name
@@ -103,8 +112,12 @@ def main(argv=None) -> int:
     names = list(results)
     layer_losses = getattr(main_hist, "layer_losses", None)
     layers = [] if layer_losses is None else list(range(1, np.shape(layer_losses)[1] + 1))
-    head = f"{'sweep':>5}  " + "  ".join(f"{'mse ' + n:>22}" for n in names) + "  " + "  ".join(
-        f"{'layer' + str(j):>9}" for j in layers)
+    head = (
+        f"{'sweep':>5}  "
+        + "  ".join(f"{'mse ' + n:>22}" for n in names)
+        + "  "
+        + "  ".join(f"{'layer' + str(j):>9}" for j in layers)
+    )
     print(head)
     for k in show:
         cells = []
@@ -117,18 +130,29 @@ def main(argv=None) -> int:
     summary = {
         "config": str(args.config),
         "run": config.to_dict(),
-        "data": {"n": data.n, "d_in": data.d_in, "teacher_width": data.teacher_width, "d_out": data.d_out,
-                 "seed": data.seed},
-        "machine": {"platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "jax": jax.__version__,
-                    "python": sys.version.split()[0]},
+        "data": {
+            "n": data.n,
+            "d_in": data.d_in,
+            "teacher_width": data.teacher_width,
+            "d_out": data.d_out,
+            "seed": data.seed,
+        },
+        "machine": {
+            "platform": jax.devices()[0].platform,
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+            "python": sys.version.split()[0],
+        },
         "runs": {n: summarize(r, at_sweep=args.check_sweep) for n, r in results.items()},
     }
     for n, s in summary["runs"].items():
         layer_note = f", max layer loss {s['max_layer_loss_any_sweep']:.2e}" if "max_layer_loss_any_sweep" in s else ""
-        print(f"{n}: train MSE {s['initial_train_mse']:.3e} -> {s['final_train_mse']:.3e} "
-              f"(x{s['ratio_final']:.2e}; at sweep {s['check_sweep']}: x{s['ratio_at_check']:.2e}), "
-              f"monotone={s['monotone']}{layer_note}, "
-              f"{1e3 * s['seconds_per_sweep']:.1f} ms/sweep, compile {s['compile_seconds']:.2f} s")
+        print(
+            f"{n}: train MSE {s['initial_train_mse']:.3e} -> {s['final_train_mse']:.3e} "
+            f"(x{s['ratio_final']:.2e}; at sweep {s['check_sweep']}: x{s['ratio_at_check']:.2e}), "
+            f"monotone={s['monotone']}{layer_note}, "
+            f"{1e3 * s['seconds_per_sweep']:.1f} ms/sweep, compile {s['compile_seconds']:.2f} s"
+        )
     if len(names) > 1:
         base = summary["runs"][main_name]["final_train_mse"]
         for n in names[1:]:

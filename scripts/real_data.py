@@ -63,8 +63,14 @@ def run_bcd(data, config: bcd_jax.Config, params, repeats: int = 1) -> dict:
     for _ in range(repeats):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = bcd_jax.fit(data.X_train, data.y_train, config, init_params=params,
-                                 validation=(data.X_test, data.y_test), progress=None)
+            result = bcd_jax.fit(
+                data.X_train,
+                data.y_train,
+                config,
+                init_params=params,
+                validation=(data.X_test, data.y_test),
+                progress=None,
+            )
         walls.append(result.wall_time)
         if compile_time is None:  # later calls hit the cache
             compile_time = result.compile_time
@@ -98,22 +104,34 @@ def run_adam(data, config: bcd_jax.Config, params, steps: int, learning_rates, r
     regression = config.resolved_network.loss_fn.task == "regression"
     rows = []
     for lr in learning_rates:
-        runs = [fit_backprop(data.X_train, data.y_train, config, optimizer=optax.adam, learning_rate=lr, steps=steps,
-                             init_params=params, validation=(data.X_test, data.y_test))
-                for _ in range(repeats)]  # identical results; the fastest wall time is kept
+        runs = [
+            fit_backprop(
+                data.X_train,
+                data.y_train,
+                config,
+                optimizer=optax.adam,
+                learning_rate=lr,
+                steps=steps,
+                init_params=params,
+                validation=(data.X_test, data.y_test),
+            )
+            for _ in range(repeats)
+        ]  # identical results; the fastest wall time is kept
         result, m = runs[0], runs[0].metrics
-        rows.append({
-            "learning_rate": lr,
-            "iterations": steps,
-            "train_loss": m.train_loss,
-            "train_metric": m.train_mse if regression else m.train_accuracy,
-            "test_metric": m.val_mse if regression else m.val_accuracy,
-            "wall_time_s": min(r.wall_time for r in runs),
-            "wall_times_s": [r.wall_time for r in runs],
-            "compile_time_s": result.compile_time,
-            "diverged_at": result.diverged_at,
-            "train_loss_curve": result.train_loss.tolist(),  # entry k: after k steps
-        })
+        rows.append(
+            {
+                "learning_rate": lr,
+                "iterations": steps,
+                "train_loss": m.train_loss,
+                "train_metric": m.train_mse if regression else m.train_accuracy,
+                "test_metric": m.val_mse if regression else m.val_accuracy,
+                "wall_time_s": min(r.wall_time for r in runs),
+                "wall_times_s": [r.wall_time for r in runs],
+                "compile_time_s": result.compile_time,
+                "diverged_at": result.diverged_at,
+                "train_loss_curve": result.train_loss.tolist(),  # entry k: after k steps
+            }
+        )
     return rows
 
 
@@ -181,8 +199,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sweeps", type=int, default=300, help="bcd_jax sweeps (default 300)")
     parser.add_argument("--adam-steps", type=int, default=2000, help="full-batch Adam steps (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the initial weights")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per method (identical results); the fastest is reported (default 3)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs per method (identical results); the fastest is reported (default 3)",
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "real_data.json")
     args = parser.parse_args(argv)
@@ -195,17 +217,24 @@ def main(argv=None) -> int:
         "protocol": {
             "network": NETWORK,
             "bcd": {"algorithm": "monotone (Algorithm 1)", "sweeps": sweeps, "variants": BCD_VARIANTS},
-            "adam": {"steps": steps, "full_batch": True, "learning_rates": list(learning_rates),
-                     "selection": "lowest final training loss (test set not used)"},
+            "adam": {
+                "steps": steps,
+                "full_batch": True,
+                "learning_rates": list(learning_rates),
+                "selection": "lowest final training loss (test set not used)",
+            },
             "metrics": "last iterate; losses on bcd_jax's reported scale (squared: mean ||f(x)-y||^2); "
-                       "diabetes targets standardised with training statistics (MSE 1 = predicting the mean)",
+            "diabetes targets standardised with training statistics (MSE 1 = predicting the mean)",
             "timing": f"seconds of the compiled run, compilation excluded; fastest of {args.repeats} identical runs",
             "quick": args.quick,
             "seed": args.seed,
         },
         "environment": {
-            "jax": jax.__version__, "backend": jax.default_backend(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_average_at_start": timing.load_average(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": timing.load_average(),
         },
         "datasets": {},
     }
@@ -216,8 +245,13 @@ def main(argv=None) -> int:
         d_out = data.num_classes if data.task == "multiclass" else 1
         params = bcd_jax.init_params(jax.random.key(args.seed), base, data.num_features, d_out)
         entry = {
-            "task": data.task, "n_train": len(data.y_train), "n_test": len(data.y_test),
-            "num_features": data.num_features, "network": {**NETWORK, **spec}, "bcd": {}, "bcd_configs": {},
+            "task": data.task,
+            "n_train": len(data.y_train),
+            "n_test": len(data.y_test),
+            "num_features": data.num_features,
+            "network": {**NETWORK, **spec},
+            "bcd": {},
+            "bcd_configs": {},
         }
         if data.task == "regression":
             entry["target_scale"] = data.target_scale
@@ -246,8 +280,10 @@ def main(argv=None) -> int:
             k, t = time_to_target(best, r["train_loss"])
             r["adam_to_this_train_loss"] = {"steps": k, "seconds": t}
             reached = f"after {k} steps ({t:.3f} s)" if k is not None else "never"
-            print(f"  Adam (lr {best['learning_rate']:g}) reaches bcd_jax inner={variant}'s final training loss "
-                  f"{fmt(r['train_loss'])} {reached}; bcd_jax took {r['wall_time_s']:.2f} s")
+            print(
+                f"  Adam (lr {best['learning_rate']:g}) reaches bcd_jax inner={variant}'s final training loss "
+                f"{fmt(r['train_loss'])} {reached}; bcd_jax took {r['wall_time_s']:.2f} s"
+            )
     results["table_markdown"] = table
     for entry in results["datasets"].values():  # Adam's curves: every 10th step (and the last) in the JSON
         for row in entry["adam_grid"]:

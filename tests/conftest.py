@@ -7,6 +7,8 @@ import logging
 import jax
 import pytest
 
+import bcd_jax
+
 
 @pytest.fixture
 def x64():
@@ -45,3 +47,11 @@ def compile_log():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Frees the module's compiled programs when it ends: a whole session's worth would exhaust
+    the process's memory mappings (each XLA:CPU executable holds its own)."""
+    yield
+    bcd_jax.clear_caches()

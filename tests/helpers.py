@@ -78,7 +78,11 @@ def assert_state_matches(state, W_ref, V_ref, rtol):
 
 
 def tree_all_finite(tree) -> bool:
-    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(tree) if np.issubdtype(np.asarray(a).dtype, np.floating))
+    return all(
+        bool(np.all(np.isfinite(np.asarray(a))))
+        for a in jax.tree.leaves(tree)
+        if np.issubdtype(np.asarray(a).dtype, np.floating)
+    )
 
 
 # One small problem shared by many tests, so that their compiled programs are reused.

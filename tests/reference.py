@@ -24,7 +24,6 @@ import math
 
 import numpy as np
 
-
 # --------------------------------------------------------------------------------------
 # Activations and their derivatives, by hand (scalar maths, applied entry by entry)
 # --------------------------------------------------------------------------------------

@@ -75,9 +75,12 @@ def test_user_callable_derivative_is_autodiff(x64):
 
 def test_user_callable_fits_end_to_end():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=10, d_in=16, teacher_width=3, activation=jnp.tanh)
-    cfg = bcd_jax.Config(network=bcd_jax.Network(activation=lambda z: z + 0.5 * jnp.tanh(z), depth=3, width=4),
-                         algorithm=bcd_jax.Akiyama(k_v=10, k_w=10),
-                         hyper={"gamma": 0.2, "eta_v": 0.2, "eta_w": 0.1, "eta_w1": 0.3}, sweeps=8)
+    cfg = bcd_jax.Config(
+        network=bcd_jax.Network(activation=lambda z: z + 0.5 * jnp.tanh(z), depth=3, width=4),
+        algorithm=bcd_jax.Akiyama(k_v=10, k_w=10),
+        hyper={"gamma": 0.2, "eta_v": 0.2, "eta_w": 0.1, "eta_w1": 0.3},
+        sweeps=8,
+    )
     result = bcd_jax.fit(X, Y, cfg, progress=None)
     mse = np.asarray(result.history.train_mse)
     assert result.diverged_at is None and np.all(np.isfinite(mse))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
+
 from helpers import SMALL_D_IN, SMALL_D_OUT, SMALL_N, make_data, small_config
 
 
@@ -176,8 +177,11 @@ def test_hyper_of_another_kind_or_type_is_refused():
 
 
 def test_good_edge_values_are_accepted():
-    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=2, width=1, negative_slope=0.0),
-                         algorithm=bcd_jax.Akiyama(k_v=0, k_w=0, svb=[0.0, 0.5]), sweeps=1)
+    cfg = bcd_jax.Config(
+        network=bcd_jax.Network(depth=2, width=1, negative_slope=0.0),
+        algorithm=bcd_jax.Akiyama(k_v=0, k_w=0, svb=[0.0, 0.5]),
+        sweeps=1,
+    )
     assert cfg.algorithm.svb == (0.0, 0.5) and hash(cfg) == hash(cfg.replace())
     # A registry name, a description table and an Algorithm object are the same algorithm.
     assert bcd_jax.Config(algorithm="relu_skip").algorithm == bcd_jax.Akiyama("relu_skip")
@@ -191,8 +195,14 @@ def test_numpy_scalars_are_accepted():
     assert config.network.width == 30 and type(config.network.width) is int
     assert config.hyper.gamma == pytest.approx(0.2) and type(config.hyper.gamma) is float
     assert hash(config) == hash(config.replace())
-    overridden = config.with_overrides({"network.depth": np.int32(3), "algorithm.k_v": np.int64(4),
-                                        "hyper.eta_v": np.float64(0.5), "sweeps": np.int64(2)})
+    overridden = config.with_overrides(
+        {
+            "network.depth": np.int32(3),
+            "algorithm.k_v": np.int64(4),
+            "hyper.eta_v": np.float64(0.5),
+            "sweeps": np.int64(2),
+        }
+    )
     assert (overridden.network.depth, overridden.algorithm.k_v, overridden.sweeps) == (3, 4, 2)
     assert type(overridden.hyper.eta_v) is float
     assert overridden.to_dict()["run"] == {"sweeps": 2, "seed": 0}
@@ -225,7 +235,7 @@ def test_output_weight_rows_must_match_the_targets(problem):
     cfg, X, Y, params = problem
     for columns in (1, 3):
         Yc = np.ones((SMALL_N, columns), np.float32)
-        with pytest.raises(ValueError, match=r"d_out.*2 rows.*%d column|params.*W_4.*\(%d, 5\)" % (columns, columns)):
+        with pytest.raises(ValueError, match=rf"d_out.*2 rows.*{columns} column|params.*W_4.*\({columns}, 5\)"):
             bcd_jax.fit(X, Yc, cfg, init_params=params, progress=None)
         with pytest.raises(ValueError, match=r"d_out|params.*W_4"):
             bcd_jax.init_state(params, X, Yc, cfg)
@@ -309,11 +319,11 @@ def test_load_config_rejects_an_unknown_key_by_name(tmp_path):
     path.write_text('[algorithm]\nname = "monotone"\nk_v = 5\n\n[network]\nwidht = 30\n')
     with pytest.raises(ValueError, match=r"\[network\].*widht"):
         bcd_jax.load_config(path)
-    path.write_text('[run]\nsweeps = 3\nsweps = 4\n')
+    path.write_text("[run]\nsweeps = 3\nsweps = 4\n")
     with pytest.raises(ValueError, match=r"sweps.*\[run\]"):
         bcd_jax.load_config(path)
     # A flat file of bcd_jax 0.1: each key is named with the table it belongs in now.
-    path.write_text('widht = 30\nk_v = 5\n')
+    path.write_text("widht = 30\nk_v = 5\n")
     with pytest.raises(ValueError, match=r"widht.*'k_v' belongs in \[algorithm\]"):
         bcd_jax.load_config(path)
 
@@ -344,12 +354,16 @@ def test_load_config_reads_a_valid_file(tmp_path):
         '\n[algorithm]\nname = "relu_skip"\nk_v = 7\nk_w = 9\nsvb = [0.0, 0.25]\n'
         "\n[hyper]\ngamma = 0.25\neta_v = 0.5\n"
         "\n[run]\nsweeps = 4\nseed = 3\n"
-        "\n[data]\nn = 20\nd_in = 30\n\n[experiment]\ncompare = [\"relu_noskip\"]\n"
+        '\n[data]\nn = 20\nd_in = 30\n\n[experiment]\ncompare = ["relu_noskip"]\n'
     )
     cfg = bcd_jax.load_config(path)
-    expected = bcd_jax.Config(network=bcd_jax.Network(activation="relu", depth=3, width=6),
-                              algorithm=bcd_jax.Akiyama("relu_skip", k_v=7, k_w=9, svb=(0.0, 0.25)),
-                              hyper={"gamma": 0.25, "eta_v": 0.5}, sweeps=4, seed=3)
+    expected = bcd_jax.Config(
+        network=bcd_jax.Network(activation="relu", depth=3, width=6),
+        algorithm=bcd_jax.Akiyama("relu_skip", k_v=7, k_w=9, svb=(0.0, 0.25)),
+        hyper={"gamma": 0.25, "eta_v": 0.5},
+        sweeps=4,
+        seed=3,
+    )
     assert cfg == expected
     assert isinstance(cfg.algorithm.svb, tuple)
     hash(cfg)  # usable as a static argument

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
+
 import reference as ref
 from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config
 
@@ -17,8 +18,12 @@ from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, mak
 def test_algorithm1_reaches_100x_lower_error_monotonically():
     """n <= d_in (X has full row rank, Theorem 4.1's setting): the error falls steadily."""
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=20, d_in=40, teacher_width=5)
-    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=8), algorithm=bcd_jax.Akiyama(k_v=20, k_w=20),
-                         hyper={"gamma": 0.2, "eta_v": 0.5, "eta_w": 0.3, "eta_w1": 1.0}, sweeps=30)
+    cfg = bcd_jax.Config(
+        network=bcd_jax.Network(depth=3, width=8),
+        algorithm=bcd_jax.Akiyama(k_v=20, k_w=20),
+        hyper={"gamma": 0.2, "eta_v": 0.5, "eta_w": 0.3, "eta_w1": 1.0},
+        sweeps=30,
+    )
     result = bcd_jax.fit(X, Y, cfg, progress=None)
     mse = np.asarray(result.history.train_mse, np.float64)
     objective = np.asarray(result.history.objective, np.float64)
@@ -32,8 +37,12 @@ def test_algorithm1_reaches_100x_lower_error_monotonically():
 
 def test_algorithm3_relu_skip_reduces_error_10x():
     X, Y = bcd_jax.teacher_problem(jax.random.key(1), n=20, d_in=40, teacher_width=5, activation="relu")
-    cfg = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=8, activation="relu"),
-                         algorithm=bcd_jax.Akiyama("relu_skip", k_v=20, k_w=20), hyper={"gamma": 0.2}, sweeps=30)
+    cfg = bcd_jax.Config(
+        network=bcd_jax.Network(depth=3, width=8, activation="relu"),
+        algorithm=bcd_jax.Akiyama("relu_skip", k_v=20, k_w=20),
+        hyper={"gamma": 0.2},
+        sweeps=30,
+    )
     params = bcd_jax.init_params(jax.random.key(0), cfg, 40, 1)
     w_out = np.asarray(params[-1])
     assert (w_out > 0).any() and (w_out < 0).any()

@@ -41,8 +41,10 @@ def test_closed_form_flops_use_the_algorithms_gram_form_rule():
     n, d_in = 200, 240
     primal = config.with_overrides({"algorithm.first_layer_form": "primal"})
     gram = config.with_overrides({"algorithm.first_layer_form": "gram"})
-    parts = {c.algorithm.first_layer_form: akiyama_flops.sweep_flops_breakdown(c, n, d_in)["W_1"]
-             for c in (config, primal, gram)}
+    parts = {
+        c.algorithm.first_layer_form: akiyama_flops.sweep_flops_breakdown(c, n, d_in)["W_1"]
+        for c in (config, primal, gram)
+    }
     assert parts["auto"] == parts["gram" if config.algorithm.uses_gram_form(n, d_in) else "primal"]
     assert parts["primal"] != parts["gram"]
     assert akiyama_flops.prepare_flops(primal, n, d_in) == 0 < akiyama_flops.prepare_flops(gram, n, d_in)

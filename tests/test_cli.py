@@ -143,13 +143,27 @@ def test_default_output_folder_is_results_config_stem(tiny, tmp_path, monkeypatc
 
 
 def test_set_values_follow_toml():
-    items = ["sweeps=50", "hyper.gamma=0.3", "algorithm.svb=[0.5,1.5]", "algorithm.inner=exact",
-             'algorithm.name="relu_skip"', "data.n = 200"]
-    assert cli.parse_overrides(items) == {"sweeps": 50, "hyper.gamma": 0.3, "algorithm.svb": [0.5, 1.5],
-                                          "algorithm.inner": "exact", "algorithm.name": "relu_skip", "data.n": 200}
-    config, data = cli.apply_overrides(bcd_jax.Config(), DataSpec(),
-                                       {"sweeps": 50, "algorithm.svb": [0.5, 1.5], "data.n": 200,
-                                        "network.width": 8, "seed": 3, "hyper.gamma": 0.3})
+    items = [
+        "sweeps=50",
+        "hyper.gamma=0.3",
+        "algorithm.svb=[0.5,1.5]",
+        "algorithm.inner=exact",
+        'algorithm.name="relu_skip"',
+        "data.n = 200",
+    ]
+    assert cli.parse_overrides(items) == {
+        "sweeps": 50,
+        "hyper.gamma": 0.3,
+        "algorithm.svb": [0.5, 1.5],
+        "algorithm.inner": "exact",
+        "algorithm.name": "relu_skip",
+        "data.n": 200,
+    }
+    config, data = cli.apply_overrides(
+        bcd_jax.Config(),
+        DataSpec(),
+        {"sweeps": 50, "algorithm.svb": [0.5, 1.5], "data.n": 200, "network.width": 8, "seed": 3, "hyper.gamma": 0.3},
+    )
     assert config.sweeps == 50 and config.algorithm.svb == (0.5, 1.5) and data.n == 200
     assert config.network.width == 8 and config.seed == 3 and config.hyper.gamma == 0.3
     config, _ = cli.apply_overrides(bcd_jax.Config(), DataSpec(), {"algorithm.name": "relu_skip", "algorithm.k_v": 7})
@@ -236,9 +250,11 @@ def test_sweep_set_changes_the_base_of_every_member(tmp_path, capsys):
     assert resolved["config"]["run"]["sweeps"] == 2 and resolved["config"]["hyper"]["eta_w"] == 0.1
     capsys.readouterr()
 
-    for item, message in [("hyper.gamma=0.3", "--set hyper.gamma: is swept in [sweep]"),
-                          ("widht=3", "--set: unknown key 'widht'"),
-                          ("data.n=0", "--set data.n=0: data.n: expected an int >= 1, got 0")]:
+    for item, message in [
+        ("hyper.gamma=0.3", "--set hyper.gamma: is swept in [sweep]"),
+        ("widht=3", "--set: unknown key 'widht'"),
+        ("data.n=0", "--set data.n=0: data.n: expected an int >= 1, got 0"),
+    ]:
         assert cli.main(["sweep", str(path), "--out", str(tmp_path / "x"), "--set", item]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
@@ -301,17 +317,21 @@ def test_bench_help_reaches_the_repository_script(capsys):
 
 
 def test_python_dash_m_help():
-    done = subprocess.run([sys.executable, "-m", "bcd_jax", "--help"], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bcd_jax", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "usage: bcd-jax" in done.stdout and all(cmd in done.stdout for cmd in ("run", "sweep", "bench"))
     assert "exit status:" in done.stdout and "3  a run, or a member of a sweep, diverged" in done.stdout
 
 
-@pytest.mark.parametrize("command, options", [
-    ("run", ("--out", "--set", "--resume", "--overwrite", "--quiet", "--progress", "--checkpoint-every")),
-    ("sweep", ("--out", "--set", "--batch-size", "--overwrite")),
-])
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("run", ("--out", "--set", "--resume", "--overwrite", "--quiet", "--progress", "--checkpoint-every")),
+        ("sweep", ("--out", "--set", "--batch-size", "--overwrite")),
+    ],
+)
 def test_help_lists_the_options_and_exit_statuses(capsys, command, options):
     with pytest.raises(SystemExit) as exit_:
         cli.main([command, "--help"])

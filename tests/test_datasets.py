@@ -20,8 +20,14 @@ from bcd_jax.datasets import load_idx, load_mnist
 
 # -- IDX files written by the test -------------------------------------------------------
 
-_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
-          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -216,8 +222,11 @@ def test_unknown_dataset_name():
 
 @pytest.mark.parametrize(
     "name, task, shape, classes",
-    [("digits", "multiclass", (1797, 64), 10), ("breast_cancer", "binary", (569, 30), 2),
-     ("diabetes", "regression", (442, 10), None)],
+    [
+        ("digits", "multiclass", (1797, 64), 10),
+        ("breast_cancer", "binary", (569, 30), 2),
+        ("diabetes", "regression", (442, 10), None),
+    ],
 )
 def test_bundled_loaders(name, task, shape, classes):
     pytest.importorskip("sklearn")
@@ -254,10 +263,14 @@ def test_bundled_split_is_deterministic_and_seeded():
 def test_tiny_fit_on_digits_beats_chance():
     pytest.importorskip("sklearn")
     data = datasets.load_digits().subset(200, 100)
-    config = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=16, loss="softmax_cross_entropy", bias=True),
-                            algorithm=bcd_jax.Akiyama(step_size="auto", k_v=5, k_w=5), sweeps=8)
-    result = bcd_jax.fit(data.X_train, data.y_train, config, key=jax.random.key(0),
-                         validation=(data.X_test, data.y_test), progress=None)
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(depth=3, width=16, loss="softmax_cross_entropy", bias=True),
+        algorithm=bcd_jax.Akiyama(step_size="auto", k_v=5, k_w=5),
+        sweeps=8,
+    )
+    result = bcd_jax.fit(
+        data.X_train, data.y_train, config, key=jax.random.key(0), validation=(data.X_test, data.y_test), progress=None
+    )
     assert result.diverged_at is None
     assert result.history.train_loss[-1] < result.history.train_loss[0]
     assert result.history.train_accuracy[-1] > 0.6  # chance is 0.1

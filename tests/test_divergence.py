@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
+
 from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config, tree_all_finite
 
 # The paper's diagnostics; the newer optional fields (accuracy, validation) are NaN by design
@@ -77,8 +78,11 @@ def test_run_freezes_the_state_at_the_first_non_finite_sweep():
     for a, b in zip(jax.tree.leaves(final.blocks), jax.tree.leaves(state.blocks)):
         assert_close(a, b, 1e-5)
     # fit reports the same sweep, and the blocks that became non-finite by name.
-    failed = [name for name, ok in zip(["W_1", "W_2", "W_3", "W_4", "V_1", "V_2", "V_3"],
-                                       np.asarray(history.blocks_finite[m])) if not ok]
+    failed = [
+        name
+        for name, ok in zip(["W_1", "W_2", "W_3", "W_4", "V_1", "V_2", "V_3"], np.asarray(history.blocks_finite[m]))
+        if not ok
+    ]
     with pytest.warns(bcd_jax.BCDDivergenceWarning, match=f"sweep {m + 1}: non-finite values in {failed[0]}\\b"):
         result = bcd_jax.fit(X, Y, cfg, init_params=params, progress=None)
     assert result.diverged_at == m + 1

@@ -24,7 +24,7 @@ def _blocks():
     out = []
     for page in PAGES:
         text = page.read_text()
-        for index, match in enumerate(FENCE.finditer(text)):
+        for match in FENCE.finditer(text):
             line = text.count("\n", 0, match.start()) + 2  # first line of code inside the fence
             name = page.relative_to(ROOT).as_posix()
             out.append(pytest.param(name, line, match.group(1), id=f"{name}:{line}"))

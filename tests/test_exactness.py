@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import bcd_jax
-import reference as ref
 from bcd_jax.algorithms.akiyama import FIRST_LAYER_FORMS
+
+import reference as ref
 from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, assert_state_matches, small_config, spec_of
 
 RTOL = 1e-10
@@ -66,9 +67,19 @@ def _assert_diagnostics(info, expected, index=None):
 def test_paper_switches_of_the_registered_algorithms():
     """The flags that the generic reference reads, pinned to the paper's boxes."""
     a1, a3, a3n = (spec_of(k) for k in ("monotone", "relu_skip", "relu_noskip"))
-    assert (a1.skip, a1.project_nonneg, a1.train_output_weight, a1.linear_first_layer_fit) == (False, False, True, False)
+    assert (a1.skip, a1.project_nonneg, a1.train_output_weight, a1.linear_first_layer_fit) == (
+        False,
+        False,
+        True,
+        False,
+    )
     assert (a3.skip, a3.project_nonneg, a3.train_output_weight, a3.linear_first_layer_fit) == (True, True, False, True)
-    assert (a3n.skip, a3n.project_nonneg, a3n.train_output_weight, a3n.linear_first_layer_fit) == (False, True, False, True)
+    assert (a3n.skip, a3n.project_nonneg, a3n.train_output_weight, a3n.linear_first_layer_fit) == (
+        False,
+        True,
+        False,
+        True,
+    )
     assert a1.svb_output_weight and not a3.svb_output_weight and not a3n.svb_output_weight
     assert a1.default_svb == (0.75, 1.25) and a3.default_svb == (0.0, 0.25)
     # The registry builds these variants, and the network form follows the variant's switch.

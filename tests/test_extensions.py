@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
+
 from helpers import AKIYAMA, activation_for, assert_close
 from helpers import config as make_config
 
@@ -85,9 +86,22 @@ def test_output_layer_steps_use_the_loss_gradient(x64, loss, weight_decay):
     V1 = np.asarray(state.blocks.hidden[0])
     for _ in range(3):
         state, _ = bcd_jax.sweep(state, X, Y, config)
-    W1, W2, V1 = _reference_two_layer(np.asarray(params[0]), np.asarray(params[1]), V1, X, Y, loss, slope=0.5,
-                                      gamma=0.5, eta_v=0.7, eta_w=0.6, eta_w1=0.4, weight_decay=weight_decay,
-                                      k_w=4, sweeps=3)
+    W1, W2, V1 = _reference_two_layer(
+        np.asarray(params[0]),
+        np.asarray(params[1]),
+        V1,
+        X,
+        Y,
+        loss,
+        slope=0.5,
+        gamma=0.5,
+        eta_v=0.7,
+        eta_w=0.6,
+        eta_w1=0.4,
+        weight_decay=weight_decay,
+        k_w=4,
+        sweeps=3,
+    )
     assert_close(state.blocks.weights[0], W1, 1e-10, "W_1")
     assert_close(state.blocks.weights[1], W2, 1e-10, "W_2")
     assert_close(state.blocks.hidden[0], V1, 1e-10, "V_1")
@@ -97,8 +111,9 @@ def test_output_layer_steps_use_the_loss_gradient(x64, loss, weight_decay):
 def test_gram_form_with_weight_decay_gives_the_primal_iterates(x64, algorithm):
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(8, 12)), rng.normal(size=(8, 1))
-    config = make_config(algorithm, activation=activation_for(algorithm), depth=3, width=4, k_v=3, k_w=5,
-                         weight_decay=0.05)
+    config = make_config(
+        algorithm, activation=activation_for(algorithm), depth=3, width=4, k_v=3, k_w=5, weight_decay=0.05
+    )
     params = bcd_jax.init_params(jax.random.key(1), config, 12, 1, dtype=jnp.float64)
     out = {}
     for form in ("primal", "gram"):
@@ -112,8 +127,7 @@ def test_gram_form_with_weight_decay_gives_the_primal_iterates(x64, algorithm):
 
 def test_weight_decay_shrinks_the_weights():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=30, d_in=40)
-    base = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=6), algorithm=bcd_jax.Akiyama(k_v=5, k_w=5),
-                          sweeps=10)
+    base = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=6), algorithm=bcd_jax.Akiyama(k_v=5, k_w=5), sweeps=10)
     plain = bcd_jax.fit(X, Y, base, progress=None)
     decayed = bcd_jax.fit(X, Y, base.with_overrides({"hyper.weight_decay": 0.1}), progress=None)
     assert decayed.diverged_at is None
@@ -191,8 +205,9 @@ def test_user_loss_is_differentiated_by_autodiff(x64):
 
 def test_per_layer_activations():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=20, d_in=30)
-    config = make_config(depth=4, width=6, k_v=5, k_w=5, sweeps=5, activation=["leaky_relu", "identity", "leaky_relu"],
-                         step_size="auto")
+    config = make_config(
+        depth=4, width=6, k_v=5, k_w=5, sweeps=5, activation=["leaky_relu", "identity", "leaky_relu"], step_size="auto"
+    )
     assert config.network.activation == ("leaky_relu", "identity", "leaky_relu")
     assert [a.name for a in config.network.layer_activations] == ["leaky_relu", "identity", "leaky_relu"]
     hash(config)  # the list became a tuple: still a static argument
@@ -229,8 +244,9 @@ def test_bias_feature_gives_w1_a_bias_column():
 def test_auto_step_sizes_survive_rescaled_inputs(scale):
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=40, d_in=60)
     base = make_config(depth=4, width=8, k_v=20, k_w=20, sweeps=30)
-    auto = bcd_jax.fit(X * scale, Y, base.with_overrides({"algorithm.step_size": "auto"}), key=jax.random.key(1),
-                       progress=None)
+    auto = bcd_jax.fit(
+        X * scale, Y, base.with_overrides({"algorithm.step_size": "auto"}), key=jax.random.key(1), progress=None
+    )
     assert auto.diverged_at is None
     assert auto.history.train_mse[-1] < 1e-4 * auto.history.train_mse[0]
     with warnings.catch_warnings():
@@ -287,8 +303,9 @@ def test_integer_labels_of_many_classes_take_memory_proportional_to_n():
     X = rng.normal(size=(8, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 5, 6, classes - 1])
     network = bcd_jax.Network(depth=2, width=3, loss="softmax_cross_entropy", num_classes=classes)
-    config = bcd_jax.Config(network=network, algorithm=bcd_jax.Akiyama(k_v=1, k_w=1, spectral_diagnostics=False),
-                            sweeps=1)
+    config = bcd_jax.Config(
+        network=network, algorithm=bcd_jax.Akiyama(k_v=1, k_w=1, spectral_diagnostics=False), sweeps=1
+    )
     params = bcd_jax.init_params(jax.random.key(0), config, 3, classes)
     tracemalloc.start()
     try:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
+
 from helpers import AKIYAMA, activation_for, assert_close, config, make_data
 
 
@@ -26,8 +27,7 @@ def _blocks(state):
 @pytest.mark.parametrize("algorithm", AKIYAMA)
 def test_gram_form_gives_the_primal_iterates(x64, algorithm):
     X, Y = make_data(n=8, d_in=12, seed=3)
-    cfg = config(algorithm, activation=activation_for(algorithm), depth=3, width=4, k_v=4, k_w=6, gamma=0.3,
-                 eta_w1=0.5)
+    cfg = config(algorithm, activation=activation_for(algorithm), depth=3, width=4, k_v=4, k_w=6, gamma=0.3, eta_w1=0.5)
     params = bcd_jax.init_params(jax.random.key(0), cfg, 12, 1, dtype=jnp.float64)
     primal = _run(cfg.with_overrides({"algorithm.first_layer_form": "primal"}), X, Y, params, 3)
     gram = _run(cfg.with_overrides({"algorithm.first_layer_form": "gram"}), X, Y, params, 3)
@@ -51,8 +51,18 @@ def _long_gd_vs_exact(algorithm, n, d_in, x64_steps=4000):
     X, Y = make_data(n=n, d_in=d_in, seed=5)
     # Step sizes that make both inner loops contractions on this data.
     lam = float(np.linalg.eigvalsh(X.T @ X / n)[-1])
-    cfg = config(algorithm, activation=activation_for(algorithm), depth=3, width=4, gamma=1.0, eta_v=0.5, eta_w=0.5,
-                 eta_w1=1.0 / lam, k_v=x64_steps, k_w=x64_steps)
+    cfg = config(
+        algorithm,
+        activation=activation_for(algorithm),
+        depth=3,
+        width=4,
+        gamma=1.0,
+        eta_v=0.5,
+        eta_w=0.5,
+        eta_w1=1.0 / lam,
+        k_v=x64_steps,
+        k_w=x64_steps,
+    )
     params = bcd_jax.init_params(jax.random.key(2), cfg, d_in, 1, dtype=jnp.float64)
     gd = _run(cfg, X, Y, params, 1)
     exact = _run(cfg.with_overrides({"algorithm.inner": "exact"}), X, Y, params, 1)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import bcd_jax
-import reference as ref
 from bcd_jax.algorithms.primitives import singular_value_bounding
+
+import reference as ref
 from helpers import AKIYAMA, activation_for, assert_close, config
 
 
@@ -30,7 +31,9 @@ def test_singular_value_bounding_clips_values_and_keeps_vectors(x64, shape):
     assert out.shape == shape and out.dtype == np.float64
     expected = u @ np.diag(np.clip(svals, 0.5, 1.5)) @ v.T  # same singular vectors, clipped values
     assert_close(out, expected, 1e-12, "SVB(W)")
-    np.testing.assert_allclose(np.linalg.svd(out, compute_uv=False), np.sort(np.clip(svals, 0.5, 1.5))[::-1], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.linalg.svd(out, compute_uv=False), np.sort(np.clip(svals, 0.5, 1.5))[::-1], rtol=1e-12
+    )
     # Bounds that contain every singular value leave the matrix unchanged.
     assert_close(singular_value_bounding(jnp.asarray(w), 0.01, 10.0), w, 1e-12, "SVB no-op")
 
@@ -40,7 +43,9 @@ def test_singular_value_bounding_float32():
     w, _, _ = _matrix_with_singular_values(rng, (4, 4), np.array([4.0, 2.0, 0.5, 0.1]))
     out = singular_value_bounding(jnp.asarray(w, jnp.float32), 0.75, 1.25)
     assert out.dtype == jnp.float32
-    np.testing.assert_allclose(np.linalg.svd(np.asarray(out, np.float64), compute_uv=False), [1.25, 1.25, 0.75, 0.75], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.svd(np.asarray(out, np.float64), compute_uv=False), [1.25, 1.25, 0.75, 0.75], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("algorithm", AKIYAMA)
@@ -101,7 +106,12 @@ def test_diagnostics_of_an_arbitrary_state(x64, algorithm):
     cfg = config(algorithm, activation=activation_for(algorithm), depth=L, width=r, gamma=0.7)
     X = rng.normal(size=(n, d_in))
     Y = rng.normal(size=(n, d_out))
-    weights = (rng.normal(size=(r, d_in)), rng.normal(size=(r, r)), rng.normal(size=(r, r)), rng.normal(size=(d_out, r)))
+    weights = (
+        rng.normal(size=(r, d_in)),
+        rng.normal(size=(r, r)),
+        rng.normal(size=(r, r)),
+        rng.normal(size=(d_out, r)),
+    )
     hidden = tuple(np.abs(rng.normal(size=(n, r))) for _ in range(L - 1))  # not the forward pass
     blocks = bcd_jax.AkiyamaBlocks(tuple(map(jnp.asarray, weights)), tuple(map(jnp.asarray, hidden)))
     state = bcd_jax.BCDState(blocks, (), jnp.asarray(3, jnp.int32))  # diagnostics need no cache

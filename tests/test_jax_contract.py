@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
+
 from helpers import AKIYAMA, SMALL_D_IN, SMALL_D_OUT, SMALL_N, assert_close, make_data, small_config
 
 

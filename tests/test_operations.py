@@ -27,7 +27,10 @@ def data():
 
 
 def _leaves_equal(a, b):
-    return all(np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def test_resume_is_bit_identical(data, tmp_path):
@@ -65,8 +68,7 @@ def test_checkpoint_of_another_config_or_data_is_refused(data, tmp_path):
     with pytest.raises(ValueError, match=r"another config .*network\.width"):
         bcd_jax.fit(X, Y, CONFIG.with_overrides({"network.width": 5}), checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match=r"another config .*algorithm\.name: checkpoint 'monotone' vs now 'relu_skip'"):
-        bcd_jax.fit(X, Y, CONFIG.with_overrides({"algorithm.name": "relu_skip"}), checkpoint_dir=tmp_path,
-                    resume=True)
+        bcd_jax.fit(X, Y, CONFIG.with_overrides({"algorithm.name": "relu_skip"}), checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="other training data"):
         bcd_jax.fit(X + 1.0, Y, CONFIG, checkpoint_dir=tmp_path, resume=True)
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
@@ -119,8 +121,13 @@ def test_progress_line(data, monkeypatch):
 
     monkeypatch.setattr(TextProgress.__init__, "__defaults__", (None, 0.0, 24))  # show at once
     # None: nothing, even on a terminal; "auto": a line on a terminal only; "text": always.
-    for progress, stderr, expect in ((None, _Terminal, False), ("none", _Terminal, False), ("auto", _Terminal, True),
-                                     ("auto", io.StringIO, False), ("text", io.StringIO, True)):
+    for progress, stderr, expect in (
+        (None, _Terminal, False),
+        ("none", _Terminal, False),
+        ("auto", _Terminal, True),
+        ("auto", io.StringIO, False),
+        ("text", io.StringIO, True),
+    ):
         stream = stderr()
         monkeypatch.setattr(sys, "stderr", stream)
         bcd_jax.fit(X, Y, CONFIG, progress=progress)
@@ -179,8 +186,15 @@ def _never_called(done, info):
 def test_unrecordable_activation_is_refused_before_training(data, tmp_path):
     """A bare lambda has no registry name: a checkpoint could not tell it from another function."""
     X, Y = data
-    config = CONFIG.with_overrides({"network.activation": lambda z: z + 0.5 * jnp.tanh(z), "sweeps": 2,
-                                    "hyper.eta_v": 0.2, "hyper.eta_w": 0.1, "hyper.eta_w1": 0.3})
+    config = CONFIG.with_overrides(
+        {
+            "network.activation": lambda z: z + 0.5 * jnp.tanh(z),
+            "sweeps": 2,
+            "hyper.eta_v": 0.2,
+            "hyper.eta_w": 0.1,
+            "hyper.eta_w1": 0.3,
+        }
+    )
     with pytest.raises(ValueError, match=r"^activation: the callable .* cannot be recorded losslessly"):
         bcd_jax.fit(X, Y, config, checkpoint_dir=tmp_path / "c", callback=_never_called)
     assert not (tmp_path / "c" / CHECKPOINT_FILE).exists()
@@ -195,7 +209,8 @@ def test_per_layer_list_with_a_registered_activation_resumes(data, tmp_path):
     X, Y = data
     mine = bcd_jax.register_activation(
         bcd_jax.Activation("test_operations_shortcut", lambda z: z + 0.5 * jnp.tanh(z), alpha=1.0, lipschitz=1.5),
-        overwrite=True)
+        overwrite=True,
+    )
     try:
         config = CONFIG.with_overrides({"network.activation": ["leaky_relu", mine, "tanh_shortcut"], "sweeps": 4})
         assert config.to_dict()["network"]["activation"] == ["leaky_relu", "test_operations_shortcut", "tanh_shortcut"]
@@ -243,8 +258,14 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 def test_sharded_fit_equals_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok")
 
@@ -264,7 +285,8 @@ MULTI_PROCESS_SCRIPT = textwrap.dedent(
     mine = slice(16 * pid, 16 * (pid + 1))  # each process feeds only its own samples
     cfg = bcd_jax.Config(network=bcd_jax.Network(width=6, depth=3), algorithm=bcd_jax.Akiyama(k_v=3, k_w=3), sweeps=4)
     result = bcd_jax.fit(X[mine], Y[mine], cfg, key=jax.random.key(1), progress=None, mesh=mesh)
-    np.save(sys.argv[3], np.concatenate([np.asarray(result.history.train_mse)] + [np.asarray(w).ravel() for w in result.params]))
+    flat = [np.asarray(result.history.train_mse)] + [np.asarray(w).ravel() for w in result.params]
+    np.save(sys.argv[3], np.concatenate(flat))
     """
 )
 
@@ -280,8 +302,13 @@ def test_two_processes_equal_one(data, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(pid), port, str(tmp_path / f"out{pid}.npy")], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(pid), port, str(tmp_path / f"out{pid}.npy")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for pid in (0, 1)
     ]
     logs = [p.communicate(timeout=240)[0] for p in procs]
@@ -315,6 +342,11 @@ VMAP_SCRIPT = textwrap.dedent(
 def test_vmap_of_paper_size_runs_completes_on_cpu():
     # jaxlib 0.10's batched LAPACK calls inside the compiled loop can deadlock XLA:CPU;
     # without spectral diagnostics the vmapped loop has none, so this must finish.
-    proc = subprocess.run([sys.executable, "-c", VMAP_SCRIPT], capture_output=True, text=True, timeout=240,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    proc = subprocess.run(
+        [sys.executable, "-c", VMAP_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr

@@ -138,8 +138,10 @@ def data():
 
 
 def _leaves_equal(a, b):
-    return all(np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 # -- registration and configuration ---------------------------------------------------------
@@ -178,8 +180,10 @@ def test_registry_and_config_by_role():
 
 def test_toml_file_names_the_family(tmp_path):
     path = tmp_path / "toy.toml"
-    path.write_text('[network]\ndepth = 3\nwidth = 8\n\n[algorithm]\nname = "toy_gd"\nsteps = 2\n\n'
-                    "[hyper]\nlearning_rate = 0.25\n\n[run]\nsweeps = 7\n")
+    path.write_text(
+        '[network]\ndepth = 3\nwidth = 8\n\n[algorithm]\nname = "toy_gd"\nsteps = 2\n\n'
+        "[hyper]\nlearning_rate = 0.25\n\n[run]\nsweeps = 7\n"
+    )
     config = bcd_jax.load_config(path)
     assert config == bcd_jax.Config(network=NETWORK, algorithm=ToyGD(steps=2), hyper=ToyHyper(0.25), sweeps=7)
 
@@ -218,8 +222,9 @@ def test_fit_decreases_the_loss(data):
     # The weights are the network's: predict reproduces the reported training error.
     chex.assert_shape(list(result.params), [(8, 10), (8, 8), (1, 8)])
     pred = bcd_jax.predict(result.params, X, config)
-    np.testing.assert_allclose(np.mean(np.sum((np.asarray(pred) - np.asarray(Y)) ** 2, -1)), result.train_mse,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.mean(np.sum((np.asarray(pred) - np.asarray(Y)) ** 2, -1)), result.train_mse, rtol=1e-5
+    )
     # The same run through the functional API: init_params, init_state, run.
     params = bcd_jax.init_params(jax.random.key(1), config, 10, 1)
     state = bcd_jax.init_state(params, X, Y, config)
@@ -228,8 +233,9 @@ def test_fit_decreases_the_loss(data):
     chex.assert_trees_all_close(final.blocks, result.state.blocks, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(history.train_loss, loss[1:], rtol=1e-5)
     # A validation set is reported through network_metrics, as for every family.
-    validated = bcd_jax.fit(X, Y, config.replace(sweeps=2), key=jax.random.key(1), validation=(X[:8], Y[:8]),
-                            progress=None)
+    validated = bcd_jax.fit(
+        X, Y, config.replace(sweeps=2), key=jax.random.key(1), validation=(X[:8], Y[:8]), progress=None
+    )
     assert np.all(np.isfinite(validated.history.val_mse))
 
 
@@ -239,8 +245,9 @@ def test_new_learning_rates_do_not_recompile(data, compile_log):
     first = bcd_jax.fit(X, Y, config, key=jax.random.key(1), progress=None)
     before = compile_log.count()
     assert before >= 1
-    second = bcd_jax.fit(X, Y, config.with_overrides({"hyper.learning_rate": 0.05}), key=jax.random.key(1),
-                         progress=None)
+    second = bcd_jax.fit(
+        X, Y, config.with_overrides({"hyper.learning_rate": 0.05}), key=jax.random.key(1), progress=None
+    )
     assert compile_log.count() == before, compile_log.messages
     assert not np.allclose(np.asarray(first.params[0]), np.asarray(second.params[0]))
 
@@ -263,11 +270,13 @@ def test_checkpoint_and_resume_are_bit_identical(data, tmp_path):
     chex.assert_trees_all_equal(plain.state.blocks, full.state.blocks)
     # The checkpoint records the family: another learning rate or family is refused.
     with pytest.raises(ValueError, match=r"another config \(hyper.learning_rate: checkpoint 0.1 vs now 0.2"):
-        bcd_jax.fit(X, Y, config.with_overrides({"hyper.learning_rate": 0.2}), checkpoint_dir=tmp_path / "cut",
-                    resume=True)
+        bcd_jax.fit(
+            X, Y, config.with_overrides({"hyper.learning_rate": 0.2}), checkpoint_dir=tmp_path / "cut", resume=True
+        )
     with pytest.raises(ValueError, match=r"another config .*algorithm.name: checkpoint 'toy_gd' vs now 'monotone'"):
-        bcd_jax.fit(X, Y, config.with_overrides({"algorithm.name": "monotone"}), checkpoint_dir=tmp_path / "cut",
-                    resume=True)
+        bcd_jax.fit(
+            X, Y, config.with_overrides({"algorithm.name": "monotone"}), checkpoint_dir=tmp_path / "cut", resume=True
+        )
 
 
 def test_divergence_freezes_and_names_the_block(data):
@@ -295,10 +304,8 @@ def test_divergence_freezes_and_names_the_block(data):
     chex.assert_trees_all_close(final.blocks, state.blocks, rtol=1e-6)
 
 
-SHARDED_SCRIPT = (
-    TOY_FAMILY
-    + textwrap.dedent(
-        """
+SHARDED_SCRIPT = TOY_FAMILY + textwrap.dedent(
+    """
         import numpy as np
         import bcd_jax
 
@@ -321,14 +328,19 @@ SHARDED_SCRIPT = (
         assert worst < 1e-5, worst
         print("ok")
         """
-    )
 )
 
 
 def test_sample_sharded_fit_equals_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok"), proc.stdout
 
@@ -336,6 +348,7 @@ def test_sample_sharded_fit_equals_single_device():
 def test_sweep_over_the_learning_rate_is_one_compiled_program(data):
     sweeps = pytest.importorskip("bcd_jax.driver.sweeps")
     from bcd_jax.experiments import DataSpec
+
     X, Y = data
     config = toy_config(**{"sweeps": 5, "network.width": 6})
     rates = np.array([0.05, 0.1, 0.2])
@@ -347,11 +360,17 @@ def test_sweep_over_the_learning_rate_is_one_compiled_program(data):
     chex.assert_shape(batch.history.train_loss, (3, 5))
     assert bool(np.all(batch.completed))
     for i, (rate, seed) in enumerate(zip(rates, seeds)):
-        alone = bcd_jax.fit(X, Y, config.with_overrides({"hyper.learning_rate": float(rate)}),
-                            key=jax.random.key(int(seed)), progress=None)
+        alone = bcd_jax.fit(
+            X,
+            Y,
+            config.with_overrides({"hyper.learning_rate": float(rate)}),
+            key=jax.random.key(int(seed)),
+            progress=None,
+        )
         np.testing.assert_allclose(batch.history.train_loss[i], alone.history.train_loss[1:], rtol=1e-5)
-        chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], batch.blocks), alone.state.blocks, rtol=1e-5,
-                                    atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=i: a[i], batch.blocks), alone.state.blocks, rtol=1e-5, atol=1e-6
+        )
     # A larger rate goes further in the same number of sweeps (same seed: members 0 and 1).
     assert batch.history.train_loss[1, -1] < batch.history.train_loss[0, -1]
     # Other values of the traced numbers reuse the program.
@@ -359,8 +378,11 @@ def test_sweep_over_the_learning_rate_is_one_compiled_program(data):
     assert sweeps.program_cache_info().misses == misses + 1
     assert not np.allclose(again.history.train_loss, batch.history.train_loss)
     # A sweep over the learning rate, described by role: one group, one compiled program.
-    spec = sweeps.SweepSpec(config=config, data=DataSpec(n=16, d_in=10, teacher_width=4),
-                            grid={"hyper.learning_rate": [0.05, 0.1, 0.2], "seed": [0, 1]})
+    spec = sweeps.SweepSpec(
+        config=config,
+        data=DataSpec(n=16, d_in=10, teacher_width=4),
+        grid={"hyper.learning_rate": [0.05, 0.1, 0.2], "seed": [0, 1]},
+    )
     result = sweeps.run_sweep(spec)
     assert len(result.groups) == 1 and len(result.rows) == 6 and not result.diverged
     assert all(row["final_train_mse"] < row["initial_train_mse"] for row in result.rows)
@@ -445,8 +467,7 @@ def test_family_honours_the_protocol(name, small):
         result = bcd_jax.fit(X, Y, config, init_params=params, progress=None)
     assert result.diverged_at is None and result.sweeps_completed == 3
     assert type(result.history) is type(info) and np.asarray(result.history.train_loss).shape == (4,)
-    chex.assert_trees_all_close(result.state.blocks, bcd_jax.run(state, X, Y, config)[0].blocks, rtol=1e-5,
-                                atol=1e-6)
+    chex.assert_trees_all_close(result.state.blocks, bcd_jax.run(state, X, Y, config)[0].blocks, rtol=1e-5, atol=1e-6)
     assert bcd_jax.predict(result.params, X, config).shape == Y.shape
 
 
@@ -457,10 +478,12 @@ def test_family_resumes_bit_identically(name, small, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         full = bcd_jax.fit(X, Y, config, key=jax.random.key(5), checkpoint_dir=tmp_path / "full", checkpoint_every=2)
-        bcd_jax.fit(X, Y, config.replace(sweeps=2), key=jax.random.key(5), checkpoint_dir=tmp_path / "cut",
-                    checkpoint_every=2)
-        resumed = bcd_jax.fit(X, Y, config, key=jax.random.key(5), checkpoint_dir=tmp_path / "cut", checkpoint_every=2,
-                              resume=True)
+        bcd_jax.fit(
+            X, Y, config.replace(sweeps=2), key=jax.random.key(5), checkpoint_dir=tmp_path / "cut", checkpoint_every=2
+        )
+        resumed = bcd_jax.fit(
+            X, Y, config, key=jax.random.key(5), checkpoint_dir=tmp_path / "cut", checkpoint_every=2, resume=True
+        )
     assert full.diverged_at is None and resumed.sweeps_completed == 4
     chex.assert_trees_all_equal(resumed.state.blocks, full.state.blocks)
     assert _leaves_equal(resumed.history, full.history)

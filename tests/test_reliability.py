@@ -79,25 +79,33 @@ def test_unrecordable_config_is_refused_before_training(data, tmp_path, network)
 def test_checkpoint_dir_that_is_a_file_is_refused(data, tmp_path):
     X, Y = data
     (tmp_path / "file").write_text("mine")
-    _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path / "file", callback=cb),
-                            r"^checkpoint_dir: .* is a file")
-    _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path / "file" / "sub",
-                                                   callback=cb), r"^checkpoint_dir: cannot write")
+    _refused_before_compute(
+        lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path / "file", callback=cb),
+        r"^checkpoint_dir: .* is a file",
+    )
+    _refused_before_compute(
+        lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path / "file" / "sub", callback=cb),
+        r"^checkpoint_dir: cannot write",
+    )
     assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_unwritable_checkpoint_dir_is_refused(data, tmp_path):
     X, Y = data
     # /proc accepts no new folders, not even from root (permission bits would not stop root).
-    _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir="/proc/bcd_jax_test", callback=cb),
-                            r"^checkpoint_dir: cannot write")
+    _refused_before_compute(
+        lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir="/proc/bcd_jax_test", callback=cb),
+        r"^checkpoint_dir: cannot write",
+    )
     if os.geteuid() != 0:
         locked = tmp_path / "read_only"
         locked.mkdir()
         locked.chmod(0o500)
         try:
-            _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=locked, callback=cb),
-                                    r"^checkpoint_dir: cannot write")
+            _refused_before_compute(
+                lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=locked, callback=cb),
+                r"^checkpoint_dir: cannot write",
+            )
         finally:
             locked.chmod(0o700)
 
@@ -114,10 +122,13 @@ def test_per_layer_activation_list_resumes(data, tmp_path):
 
 def test_registered_activation_resumes_and_another_is_refused(data, tmp_path):
     X, Y = data
-    first = bcd_jax.register_activation(bcd_jax.Activation("test_shortcut_a", lambda z: z + 0.5 * jnp.tanh(z),
-                                                           alpha=1.0, lipschitz=1.5), overwrite=True)
-    second = bcd_jax.register_activation(bcd_jax.Activation("test_shortcut_b", lambda z: z + 0.25 * jnp.tanh(z),
-                                                            alpha=1.0, lipschitz=1.25), overwrite=True)
+    first = bcd_jax.register_activation(
+        bcd_jax.Activation("test_shortcut_a", lambda z: z + 0.5 * jnp.tanh(z), alpha=1.0, lipschitz=1.5), overwrite=True
+    )
+    second = bcd_jax.register_activation(
+        bcd_jax.Activation("test_shortcut_b", lambda z: z + 0.25 * jnp.tanh(z), alpha=1.0, lipschitz=1.25),
+        overwrite=True,
+    )
     config = CONFIG.replace(network=NETWORK.replace(activation=first))
     bcd_jax.fit(X, Y, config.replace(sweeps=2), checkpoint_dir=tmp_path)
     resumed = bcd_jax.fit(X, Y, config, checkpoint_dir=tmp_path, resume=True)
@@ -148,8 +159,10 @@ def test_large_labels_use_memory_proportional_to_n():
 def test_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(data, tmp_path):
     X, Y = data
     with FolderLock(tmp_path, "checkpoint_dir"):
-        _refused_before_compute(lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, callback=cb),
-                                rf"^checkpoint_dir: .* is in use by another run \(pid {os.getpid()}")
+        _refused_before_compute(
+            lambda cb: bcd_jax.fit(X, Y, CONFIG, checkpoint_dir=tmp_path, callback=cb),
+            rf"^checkpoint_dir: .* is in use by another run \(pid {os.getpid()}",
+        )
     assert not (tmp_path / LOCK_FILE).exists()  # released on exit
     import socket
 
@@ -195,9 +208,12 @@ def test_stale_temporary_files_are_cleaned_and_files_honour_the_umask(data, tmp_
 
 
 def test_numpy_scalars_are_accepted():
-    config = bcd_jax.Config(network=bcd_jax.Network(width=np.int64(30), depth=np.int32(3)),
-                            algorithm=bcd_jax.Akiyama(k_v=np.int64(5)), hyper={"gamma": np.float32(0.2)},
-                            sweeps=np.int64(3))
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(width=np.int64(30), depth=np.int32(3)),
+        algorithm=bcd_jax.Akiyama(k_v=np.int64(5)),
+        hyper={"gamma": np.float32(0.2)},
+        sweeps=np.int64(3),
+    )
     assert config.network.width == 30 and type(config.network.width) is int
     assert config.hyper.gamma == pytest.approx(0.2) and type(config.hyper.gamma) is float
     assert hash(config) == hash(config.replace())
@@ -259,7 +275,7 @@ def test_sigkill_during_checkpointed_runs_then_resume_is_bit_identical(tmp_path)
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    sweeps = 400
+    sweeps = 200
     reference = tmp_path / "reference"
     subprocess.run([sys.executable, str(script), str(reference), str(sweeps), "0"], env=env, check=True, timeout=300)
     expected = np.load(reference / "final.npy")
@@ -269,8 +285,13 @@ def test_sigkill_during_checkpointed_runs_then_resume_is_bit_identical(tmp_path)
     kills = 0
     resume = "0"
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, str(script), str(folder), str(sweeps), resume], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(folder), str(sweeps), resume],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         proc.stdout.readline()  # the run is under way (a checkpoint exists)
         time.sleep(float(rng.uniform(0.0, 0.3)))
         if proc.poll() is None:
@@ -291,3 +312,111 @@ def test_divergence_warning_names_the_callers_line(data):
         bcd_jax.fit(X, Y, CONFIG.replace(hyper={"eta_w1": 1e30}), progress=None)
     divergence = [w for w in caught if issubclass(w.category, bcd_jax.BCDDivergenceWarning)]
     assert divergence and Path(divergence[0].filename).name == Path(__file__).name
+
+
+# The command line: every user error is one line and exit status 2; a divergence is exit status 3.
+TINY_EXPERIMENT = """
+[network]
+depth = 3
+width = 4
+activation = ["leaky_relu", "tanh_shortcut"]
+[algorithm]
+name = "monotone"
+k_v = 3
+k_w = 3
+step_size = "auto"
+[run]
+sweeps = 3
+[data]
+n = 16
+d_in = 24
+teacher_width = 4
+"""
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_EXPERIMENT)
+    return path
+
+
+def _cli(argv, capsys):
+    from bcd_jax import cli
+
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# 4. A per-layer activation list in an experiment file runs, and resumes.
+def test_cli_runs_and_resumes_a_per_layer_activation_list(experiment, tmp_path, capsys):
+    out = tmp_path / "run"
+    status, _, err = _cli(["run", experiment, "--out", out, "--quiet", "--checkpoint-every", "1"], capsys)
+    assert status == 0, err
+    status, _, err = _cli(
+        ["run", experiment, "--resume", out, "--quiet", "--checkpoint-every", "1", "--set", "sweeps=5"], capsys
+    )
+    assert status == 0, err
+    assert len((out / "diagnostics.jsonl").read_text().splitlines()) == 6
+
+
+# 7. A second command into a folder a live run holds is refused, naming the folder and that run.
+def test_cli_refuses_an_output_folder_in_use(experiment, tmp_path, capsys):
+    import socket
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_FILE).write_text(f'{{"pid": {other.pid}, "host": "{socket.gethostname()}", "started": "now"}}')
+        for extra in ([], ["--overwrite"]):
+            status, _, err = _cli(["run", experiment, "--out", out, "--quiet", *extra], capsys)
+            assert status == 2
+            assert err.count("\n") == 1 and f"is in use by another run (pid {other.pid}" in err and str(out) in err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing was written
+    finally:
+        other.kill()
+        other.wait()
+
+
+# 8. A diverged run exits with status 3 (after writing its folder).
+def test_cli_divergence_exits_3(experiment, tmp_path, capsys):
+    status, _, err = _cli(
+        [
+            "run",
+            experiment,
+            "--out",
+            tmp_path / "d",
+            "--quiet",
+            "--set",
+            "algorithm.step_size=fixed",
+            "--set",
+            "hyper.eta_w1=1e30",
+        ],
+        capsys,
+    )
+    assert status == 3 and "diverged at sweep" in err
+    assert (tmp_path / "d" / "diagnostics.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "out,message",
+    [("file", r"--out: .* is a file; expected a folder"), ("/proc/bcd_jax_out", r"--out: cannot create")],
+)
+def test_cli_bad_output_folders_are_one_line_errors(experiment, tmp_path, capsys, out, message):
+    import re
+
+    if out == "file":
+        out = tmp_path / "file"
+        out.write_text("mine")
+    status, _, err = _cli(["run", experiment, "--out", out, "--quiet"], capsys)
+    assert status == 2 and err.count("\n") == 1 and re.search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_cli_load_config_on_a_binary_file_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "x.toml"
+    binary.write_bytes(bytes(range(256)))
+    status, _, err = _cli(["run", binary], capsys)
+    assert status == 2 and err.count("\n") == 1 and "x.toml" in err

@@ -21,15 +21,20 @@ from bcd_jax.experiments import DataSpec
 # Tiny problem; step sizes 0.2 keep every member of GRID finite (the output block's step is
 # eta_w * lambda_max(V^T V / n), which is large for n = 16). Most tests reuse the same
 # structure and member count, so the compiled program is shared between them.
-CONFIG = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=4), algorithm=bcd_jax.Akiyama(k_v=3, k_w=3),
-                        hyper={"eta_v": 0.2, "eta_w": 0.2, "eta_w1": 0.2}, sweeps=3)
+CONFIG = bcd_jax.Config(
+    network=bcd_jax.Network(depth=3, width=4),
+    algorithm=bcd_jax.Akiyama(k_v=3, k_w=3),
+    hyper={"eta_v": 0.2, "eta_w": 0.2, "eta_w1": 0.2},
+    sweeps=3,
+)
 DATA = DataSpec(n=16, d_in=24, teacher_width=4)
 GRID = {"hyper.gamma": [0.1, 0.2], "seed": [0, 1]}
 
 
 def teacher(data=DATA, dtype=jnp.float32):
-    return bcd_jax.teacher_problem(jax.random.key(data.seed), n=data.n, d_in=data.d_in,
-                                   teacher_width=data.teacher_width, dtype=dtype)
+    return bcd_jax.teacher_problem(
+        jax.random.key(data.seed), n=data.n, d_in=data.d_in, teacher_width=data.teacher_width, dtype=dtype
+    )
 
 
 def member(tree, i):
@@ -37,8 +42,9 @@ def member(tree, i):
 
 
 def assert_batches_close(a: sweeps.BatchRun, b: sweeps.BatchRun, rtol):
-    chex.assert_trees_all_close((a.blocks, a.initial, a.history), (b.blocks, b.initial, b.history), rtol=rtol,
-                                atol=rtol)
+    chex.assert_trees_all_close(
+        (a.blocks, a.initial, a.history), (b.blocks, b.initial, b.history), rtol=rtol, atol=rtol
+    )
     chex.assert_trees_all_equal((a.completed, a.blocks_finite), (b.completed, b.blocks_finite))
 
 
@@ -59,8 +65,11 @@ def test_members_equal_separate_fits_in_float64(x64):
         alone = bcd_jax.fit(X, Y, config, key=jax.random.key(int(seeds[i])), progress=None)
         assert np.all(batch.completed[i])
         chex.assert_trees_all_close(member(batch.blocks, i), alone.state.blocks, rtol=1e-10, atol=1e-12)
-        merged = jax.tree.map(lambda a, h: np.concatenate([np.asarray(a)[None], np.asarray(h)]),
-                              member(batch.initial, i), member(batch.history, i))
+        merged = jax.tree.map(
+            lambda a, h: np.concatenate([np.asarray(a)[None], np.asarray(h)]),
+            member(batch.initial, i),
+            member(batch.history, i),
+        )
         chex.assert_trees_all_close(merged, alone.history, rtol=1e-10, atol=1e-12)
 
 
@@ -116,7 +125,8 @@ def test_batch_size_chunks_give_the_same_numbers():
             runs.append(sweeps.run_sweep(spec, batch_size=batch_size))
         on_cpu = jax.default_backend() == "cpu"
         assert any("can deadlock XLA:CPU's thread pool" in str(w.message) for w in caught) == (
-            on_cpu and sweeps.CPU_BATCHED_LAPACK_MAY_HANG)
+            on_cpu and sweeps.CPU_BATCHED_LAPACK_MAY_HANG
+        )
     for run in runs[1:]:
         assert_batches_close(default.groups[0].batch, run.groups[0].batch, 1e-5)
     with pytest.raises(ValueError, match="batch_size: expected None or an int >= 1, got 0"):

@@ -129,7 +129,11 @@ def test_to_config_returns_a_valid_config_with_the_theorems_values():
     b = theory.theorem_5_3(X_HAND, RES_HAND, [0.3, -0.4, 0.5, -0.1], depth=3, width=4, gamma=0.5, c_v=8.0, epsilon=0.01)
     cfg = b.to_config(bcd_jax.Config(seed=3))
     assert (cfg.algorithm.name, cfg.network.activation, cfg.algorithm.svb_bounds, cfg.seed) == (
-        "relu_skip", "relu", (0.0, 0.25), 3)
+        "relu_skip",
+        "relu",
+        (0.0, 0.25),
+        3,
+    )
     assert cfg.resolved_network.skip  # Algorithm 3's form
     assert (cfg.hyper.eta_v, cfg.hyper.eta_w, cfg.hyper.eta_w1) == (b.eta_v, b.eta_w, b.eta_w1)
     assert (cfg.algorithm.k_v, cfg.algorithm.k_w, cfg.sweeps) == (b.K_V, b.K_W, b.K)

@@ -5,13 +5,16 @@ Each family is one module with a frozen, hashable :class:`Algorithm` subclass (s
 ``(**structure) -> Algorithm``; a family registers each of its variants here, and the tests
 run over this dict, so a new entry is tested automatically.
 
-============== ================================================ =================================
-name           what                                             module
-============== ================================================ =================================
-monotone       Akiyama, Algorithm 1 (strictly monotone sigma)   ``bcd_jax/algorithms/akiyama.py``
-relu_skip      Akiyama, Algorithm 3 (ReLU, skips, projection)   ``bcd_jax/algorithms/akiyama.py``
-relu_noskip    Algorithm 3 without skips (Figure 2 ablation)    ``bcd_jax/algorithms/akiyama.py``
-============== ================================================ =================================
+======================== ============================================= ==========================
+name                     what                                          module
+======================== ============================================= ==========================
+monotone                 Akiyama, Algorithm 1 (strictly monotone sigma) ``akiyama.py``
+relu_skip                Akiyama, Algorithm 3 (ReLU, skips, projection) ``akiyama.py``
+relu_noskip              Algorithm 3 without skips (Figure 2 ablation)  ``akiyama.py``
+whole_objective          Akiyama's sweep descending the whole F         ``whole_objective.py``
+zeng_three_splitting     Zeng et al. 2019: blocks W, V, U, closed forms ``zeng.py``
+zeng_two_splitting       Zeng et al. 2019: blocks W, V, prox-linear     ``zeng.py``
+======================== ============================================= ==========================
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from typing import Any
 
 from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaHyper
 from bcd_jax.algorithms.base import REQUIRED_INFO_FIELDS, Algorithm, Data, make_data, network_metrics
+from bcd_jax.algorithms.whole_objective import WholeObjective, WholeObjectiveHyper
+from bcd_jax.algorithms.zeng import Zeng, ZengHyper
 
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "Akiyama",
     "AkiyamaHyper",
+    "WholeObjective",
+    "WholeObjectiveHyper",
+    "Zeng",
+    "ZengHyper",
     "Data",
     "REQUIRED_INFO_FIELDS",
     "get_algorithm",
@@ -52,6 +61,9 @@ def register(name: str, factory: Callable[..., Algorithm], *, overwrite: bool = 
 
 for _variant in ("monotone", "relu_skip", "relu_noskip"):
     register(_variant, functools.partial(Akiyama, variant=_variant))
+for _splitting in ("three", "two"):
+    register(f"zeng_{_splitting}_splitting", functools.partial(Zeng, splitting=_splitting))
+register("whole_objective", WholeObjective)
 
 
 def get_algorithm(algorithm: str | Algorithm | dict[str, Any], **structure) -> Algorithm:
@@ -64,7 +76,9 @@ def get_algorithm(algorithm: str | Algorithm | dict[str, Any], **structure) -> A
     if isinstance(algorithm, dict):
         options = dict(algorithm)
         if "name" not in options:
-            raise ValueError(f"algorithm: a table needs a 'name' (one of {sorted(ALGORITHMS)}), got keys {sorted(options)}")
+            raise ValueError(
+                f"algorithm: a table needs a 'name' (one of {sorted(ALGORITHMS)}), got keys {sorted(options)}"
+            )
         name = options.pop("name")
         return get_algorithm(name, **options, **structure)
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:

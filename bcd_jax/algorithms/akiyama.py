@@ -82,13 +82,33 @@ class Variant(NamedTuple):
 
 
 VARIANTS: dict[str, Variant] = {
-    "monotone": Variant("Algorithm 1 (Theorem 4.1)", skip=False, project_nonneg=False, train_output_weight=True,
-                        linear_first_layer_fit=False, svb_output_weight=True, default_svb=(0.75, 1.25)),
-    "relu_skip": Variant("Algorithm 3 (Theorem 5.3)", skip=True, project_nonneg=True, train_output_weight=False,
-                         linear_first_layer_fit=True, svb_output_weight=False, default_svb=(0.0, 0.25)),
-    "relu_noskip": Variant("Algorithm 3 without skip connections (Figure 2, dashed line)", skip=False,
-                           project_nonneg=True, train_output_weight=False, linear_first_layer_fit=True,
-                           svb_output_weight=False, default_svb=(0.0, 0.25)),
+    "monotone": Variant(
+        "Algorithm 1 (Theorem 4.1)",
+        skip=False,
+        project_nonneg=False,
+        train_output_weight=True,
+        linear_first_layer_fit=False,
+        svb_output_weight=True,
+        default_svb=(0.75, 1.25),
+    ),
+    "relu_skip": Variant(
+        "Algorithm 3 (Theorem 5.3)",
+        skip=True,
+        project_nonneg=True,
+        train_output_weight=False,
+        linear_first_layer_fit=True,
+        svb_output_weight=False,
+        default_svb=(0.0, 0.25),
+    ),
+    "relu_noskip": Variant(
+        "Algorithm 3 without skip connections (Figure 2, dashed line)",
+        skip=False,
+        project_nonneg=True,
+        train_output_weight=False,
+        linear_first_layer_fit=True,
+        svb_output_weight=False,
+        default_svb=(0.0, 0.25),
+    ),
 }
 
 
@@ -334,13 +354,19 @@ class Akiyama(Algorithm):
         return network
 
     def check_hyper(self, hyper: AkiyamaHyper) -> AkiyamaHyper:
-        values = {name: check_float(f"hyper.{name}", getattr(hyper, name), low=0, low_open=True)
-                  for name in ("gamma", "eta_v", "eta_w", "eta_w1")}
+        values = {
+            name: check_float(f"hyper.{name}", getattr(hyper, name), low=0, low_open=True)
+            for name in ("gamma", "eta_v", "eta_w", "eta_w1")
+        }
         values["weight_decay"] = check_float("hyper.weight_decay", hyper.weight_decay, low=0)
         return AkiyamaHyper(**values)
 
     def check(self, network: Network, hyper: AkiyamaHyper) -> None:
         spec = self.spec
+        if network.bias == "all":
+            raise ValueError(
+                "network.bias: Akiyama's algorithms have no hidden-layer biases; use bias=True (a bias column in W_1)"
+            )
         activations = network.layer_activations
         if self.inner == "exact":
             # W_1 is solved through sigma_1^-1 (unless Algorithm 3's linear surrogate); Algorithm 1's
@@ -523,8 +549,16 @@ class Akiyama(Algorithm):
         gamma, lam = hyper.gamma, hyper.weight_decay
         if cache.gram is not None:
             v1_t = v1.T
-            return gram_form_gd(w1, X, cache.gram, lambda z_t: _first_layer_target_gradient(z_t, v1_t, sigma, linear),
-                                step, gamma, lam, self.k_w)
+            return gram_form_gd(
+                w1,
+                X,
+                cache.gram,
+                lambda z_t: _first_layer_target_gradient(z_t, v1_t, sigma, linear),
+                step,
+                gamma,
+                lam,
+                self.k_w,
+            )
         n = X.shape[0]
 
         def body(_, w):
@@ -587,4 +621,3 @@ class Akiyama(Algorithm):
             val_mse=metrics.val_mse,
             val_accuracy=metrics.val_accuracy,
         )
-

@@ -49,8 +49,9 @@ def _check(config: Config, n: int, d_in: int, d_out: int) -> tuple[Akiyama, int,
     if loss != "squared":
         raise ValueError(f"config.network.loss: the closed forms count the squared loss only, got {loss!r}")
     if algorithm.step_size != "fixed":
-        raise ValueError(f"config.algorithm.step_size: the closed forms count fixed step sizes only, got "
-                         f"{algorithm.step_size!r}")
+        raise ValueError(
+            f"config.algorithm.step_size: the closed forms count fixed step sizes only, got {algorithm.step_size!r}"
+        )
     return algorithm, n, d_in, d_out
 
 

@@ -16,7 +16,7 @@ network's forward pass in :func:`generalization_bound`); nothing is traced.
 * :func:`convergence_rate`: the per-sweep contraction factor of a loss sequence, and whether a
   geometric (KL exponent 1/2) or a power law fits better.
 
-Conventions (README, "Conventions"): the paper's F is a sum over samples, bcd_jax reports
+Conventions (docs/conventions.md): the paper's F is a sum over samples, bcd_jax reports
 means, so a target ``e`` on bcd_jax's ``objective`` (F/n) is ``epsilon = n * e`` here. The
 paper's step sizes map to the library's as ``eta_v = 2 eta_V``, ``eta_w = 2 n eta_W^(1)``,
 ``eta_w1 = 2 n eta_W^(2)`` (``config.hyper``); K, K_V, K_W are ``sweeps``, ``algorithm.k_v``,
@@ -278,8 +278,13 @@ class TheoremBounds:
         if isinstance(base.algorithm, Akiyama):
             kept = {k: getattr(base.algorithm, k) for k in ("inner", "first_layer_form", "spectral_diagnostics")}
         algorithm = Akiyama(self.algorithm, k_v=self.K_V, k_w=self.K_W, step_size="fixed", svb=tuple(self.svb), **kept)
-        hyper = {"gamma": self.gamma, "eta_v": self.eta_v, "eta_w": self.eta_w, "eta_w1": self.eta_w1,
-                 "weight_decay": 0.0}
+        hyper = {
+            "gamma": self.gamma,
+            "eta_v": self.eta_v,
+            "eta_w": self.eta_w,
+            "eta_w1": self.eta_w1,
+            "weight_decay": 0.0,
+        }
         return Config(network, algorithm, hyper, sweeps=max(self.K, 1), seed=base.seed)
 
 
@@ -552,8 +557,10 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     if config is not None and not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config or None, got {type(config).__name__}")
     if config is not None and isinstance(config.algorithm, Akiyama) and not config.algorithm.spectral_diagnostics:
-        raise ValueError("config: check_run reads the spectral diagnostics (sv_min, sv_max, v_gram_max), which this "
-                         "run did not record; run with Akiyama(spectral_diagnostics=True)")
+        raise ValueError(
+            "config: check_run reads the spectral diagnostics (sv_min, sv_max, v_gram_max), which this "
+            "run did not record; run with Akiyama(spectral_diagnostics=True)"
+        )
     if band is None:
         if svb is None:
             if config is None:

@@ -87,12 +87,16 @@ def network_metrics(weights, data: Data, network: Network) -> NetworkMetrics:
     nan = jnp.asarray(jnp.nan, dtype)
     if data.X_val is not None:
         val_pred = network_output(weights, data.X_val, network)
-        val = (mean_loss(val_pred, data.Y_val), _sq_mean(val_pred - data.Y_val),
-               loss.accuracy(val_pred, data.Y_val).astype(dtype))
+        val = (
+            mean_loss(val_pred, data.Y_val),
+            _sq_mean(val_pred - data.Y_val),
+            loss.accuracy(val_pred, data.Y_val).astype(dtype),
+        )
     else:
         val = (nan, nan, nan)
-    return NetworkMetrics(mean_loss(pred, data.Y), _sq_mean(pred - data.Y), loss.accuracy(pred, data.Y).astype(dtype),
-                          *val)
+    return NetworkMetrics(
+        mean_loss(pred, data.Y), _sq_mean(pred - data.Y), loss.accuracy(pred, data.Y).astype(dtype), *val
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +133,9 @@ class Algorithm(abc.ABC):
         values = dict(values or {})
         unknown = sorted(set(values) - set(self.Hyper._fields))
         if unknown:
-            raise ValueError(f"hyper: unknown key(s) {unknown} for {self.name!r}; expected some of {list(self.Hyper._fields)}")
+            raise ValueError(
+                f"hyper: unknown key(s) {unknown} for {self.name!r}; expected some of {list(self.Hyper._fields)}"
+            )
         return self.check_hyper(self.Hyper(**values))
 
     def check_hyper(self, hyper):

@@ -70,8 +70,9 @@ def use_gram_form(n: int, d: int, steps: int) -> bool:
     return steps > 0 and 4 * n * d + steps * 2 * n * n < steps * 4 * n * d
 
 
-def gram_form_gd(w: jax.Array, X: jax.Array, gram: jax.Array, target_gradient: Callable, step, scale, weight_decay,
-                 steps: int) -> jax.Array:
+def gram_form_gd(
+    w: jax.Array, X: jax.Array, gram: jax.Array, target_gradient: Callable, step, scale, weight_decay, steps: int
+) -> jax.Array:
     """``steps`` gradient steps ``W <- W - step (scale * G(X W^T)^T X / n + weight_decay W)`` in the Gram form.
 
     ``target_gradient(Z^T) -> G^T`` maps the transposed pre-activations ``(r, n)`` to the

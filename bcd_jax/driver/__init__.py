@@ -13,8 +13,37 @@ module              concern
 =================== ====================================================================
 """
 
+import jax
+
+from bcd_jax.driver import loop, sweeps
 from bcd_jax.driver.fit import BCDDivergenceWarning, FitResult, fit
 from bcd_jax.driver.functional import BCDState, diagnostics, init_params, init_state, predict, run, sweep
 
-__all__ = ["BCDDivergenceWarning", "BCDState", "FitResult", "diagnostics", "fit", "init_params", "init_state",
-           "predict", "run", "sweep"]
+__all__ = [
+    "clear_caches",
+    "BCDDivergenceWarning",
+    "BCDState",
+    "FitResult",
+    "diagnostics",
+    "fit",
+    "init_params",
+    "init_state",
+    "predict",
+    "run",
+    "sweep",
+]
+
+
+def clear_caches() -> None:
+    """Frees every compiled program that bcd_jax and JAX keep for reuse.
+
+    Each compiled XLA:CPU program holds memory mappings of its own; a process that compiles
+    thousands of distinct programs (a long test session, a sweep over many structures) can run
+    out of them (Linux allows 65530 per process). The next call of each function compiles again.
+    """
+    from bcd_jax import baselines  # an optional extra (optax) is imported only when used
+
+    loop.clear_compiled()
+    sweeps.clear_compiled()
+    baselines.clear_compiled()
+    jax.clear_caches()

@@ -24,8 +24,16 @@ import numpy as np
 from bcd_jax.config import Config
 from bcd_jax.io import atomic_write
 
-__all__ = ["CHECKPOINT_FILE", "FORMAT", "Checkpoint", "data_fingerprint", "save_checkpoint", "load_checkpoint",
-           "check_checkpoint_dir", "flatten_description"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORMAT",
+    "Checkpoint",
+    "data_fingerprint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "check_checkpoint_dir",
+    "flatten_description",
+]
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = 2
@@ -83,7 +91,9 @@ def check_checkpoint_dir(directory) -> Path:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        raise ValueError(f"checkpoint_dir: cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc})") from None
+        raise ValueError(
+            f"checkpoint_dir: cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc})"
+        ) from None
     return directory
 
 
@@ -130,11 +140,15 @@ def load_checkpoint(directory, *, config: Config, fingerprint: str, template) ->
     except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, json.JSONDecodeError) as exc:
         raise ValueError(f"checkpoint_dir: {str(path)!r} is not a readable bcd_jax checkpoint ({exc})") from None
     if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint_dir: {str(path)!r} has format {meta.get('format')!r}; expected {FORMAT} "
-                         "(written by another version of bcd_jax)")
+        raise ValueError(
+            f"checkpoint_dir: {str(path)!r} has format {meta.get('format')!r}; expected {FORMAT} "
+            "(written by another version of bcd_jax)"
+        )
     saved = flatten_description(meta["config"])
     current = flatten_description(config.to_dict())
-    differ = sorted(k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    differ = sorted(
+        k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    )
     if differ:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ)
         raise ValueError(f"checkpoint_dir: {str(path)!r} belongs to another config ({detail})")
@@ -149,8 +163,9 @@ def load_checkpoint(directory, *, config: Config, fingerprint: str, template) ->
         for i, (name, (_, want)) in enumerate(zip(names, expected_paths)):
             leaf = arrays[f"block.{i}"]
             if leaf.shape != tuple(want.shape):
-                raise ValueError(f"checkpoint_dir: {str(path)!r}: block {name} has shape {leaf.shape}; expected "
-                                 f"{tuple(want.shape)}")
+                raise ValueError(
+                    f"checkpoint_dir: {str(path)!r}: block {name} has shape {leaf.shape}; expected {tuple(want.shape)}"
+                )
             leaves.append(leaf.astype(want.dtype))
         history = {name: arrays[f"history.{name}"] for name in meta["history_fields"]}
         sweep, key_data = int(arrays["sweep"]), arrays["key_data"]

@@ -119,7 +119,6 @@ def fit(
     config = Config() if config is None else config
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")
-    algorithm, network = config.algorithm, config.resolved_network
     X, Y = checked_data(X, Y, config, init_params)
     val = _checked_validation(validation, X, Y, config)
     multi_process = mesh is not None and jax.process_count() > 1
@@ -136,15 +135,17 @@ def fit(
         lock = FolderLock(checkpoint_dir, "checkpoint_dir").acquire()  # two runs never write one checkpoint
         remove_stale_temporaries(checkpoint_dir, ckpt.CHECKPOINT_FILE)  # left by a killed run; we hold the lock
     try:
-        return _fit(X, Y, val, config, key, init_params, mesh, checkpoint_dir, checkpoint_every, resume, meter,
-                    callback)
+        return _fit(
+            X, Y, val, config, key, init_params, mesh, checkpoint_dir, checkpoint_every, resume, meter, callback
+        )
     finally:
         if lock is not None:
             lock.release()
 
 
-def _fit(X, Y, val, config: Config, key, init_params, mesh, checkpoint_dir, checkpoint_every, resume, meter,
-         callback) -> FitResult:
+def _fit(
+    X, Y, val, config: Config, key, init_params, mesh, checkpoint_dir, checkpoint_every, resume, meter, callback
+) -> FitResult:
     algorithm, network = config.algorithm, config.resolved_network
     d_in, d_out = X.shape[1], Y.shape[1]
     if init_params is None:
@@ -205,7 +206,8 @@ def _fit(X, Y, val, config: Config, key, init_params, mesh, checkpoint_dir, chec
             out = program(blocks, cache, data, hyper, limit=np.asarray(length, np.int32))
             # The host sync of this chunk: one transfer for everything the host reads.
             first, history, completed, blocks_finite = jax.device_get(
-                (out.initial, out.history, out.completed, out.blocks_finite))
+                (out.initial, out.history, out.completed, out.blocks_finite)
+            )
             wall_time += time.perf_counter() - t0
             blocks = out.blocks
             initial = first if initial is None else initial
@@ -214,8 +216,9 @@ def _fit(X, Y, val, config: Config, key, init_params, mesh, checkpoint_dir, chec
             history = jax.tree.map(lambda h: h[:length], history)
             if n_done < length:
                 diverged_at = done + n_done + 1
-                _warn_divergence(diverged_at, algorithm, blocks, blocks_finite[n_done],
-                                 jax.tree.map(lambda h: h[n_done], history))
+                _warn_divergence(
+                    diverged_at, algorithm, blocks, blocks_finite[n_done], jax.tree.map(lambda h: h[n_done], history)
+                )
             kept = jax.tree.map(lambda h: h[:n_done], history)
             chunks.append(kept)
             done += n_done
@@ -223,8 +226,15 @@ def _fit(X, Y, val, config: Config, key, init_params, mesh, checkpoint_dir, chec
             if callback is not None and n_done:
                 callback(done, kept)
             if checkpoint_dir is not None and (remaining == 0 or diverged_at is not None or checkpoint_every):
-                ckpt.save_checkpoint(checkpoint_dir, blocks, done, _join_history(past, initial, chunks), config=config,
-                                     key_data=key_data, fingerprint=fingerprint)
+                ckpt.save_checkpoint(
+                    checkpoint_dir,
+                    blocks,
+                    done,
+                    _join_history(past, initial, chunks),
+                    config=config,
+                    key_data=key_data,
+                    fingerprint=fingerprint,
+                )
             if n_done:
                 meter.update(done, jax.tree.map(lambda h: h[-1], kept))
     finally:
@@ -242,8 +252,13 @@ def _checked_validation(validation, X, Y, config: Config):
         return None
     if not isinstance(validation, (tuple, list)) or len(validation) != 2:
         raise ValueError(f"validation: expected a pair (X_val, Y_val), got {type(validation).__name__}")
-    X_val, Y_val = check_data(*validation, d_out=Y.shape[1], loss=config.network.loss_fn, num_classes=Y.shape[1],
-                              names=("validation X", "validation Y"))
+    X_val, Y_val = check_data(
+        *validation,
+        d_out=Y.shape[1],
+        loss=config.network.loss_fn,
+        num_classes=Y.shape[1],
+        names=("validation X", "validation Y"),
+    )
     if X_val.shape[1] != X.shape[1]:
         raise ValueError(f"validation X: has {X_val.shape[1]} features, X has {X.shape[1]}; expected equal")
     return X_val.astype(X.dtype), Y_val.astype(X.dtype)
@@ -283,8 +298,8 @@ def _warn_divergence(sweep_index: int, algorithm, blocks, blocks_finite, info) -
     which = [name for name, ok in zip(algorithm.block_arrays(blocks), blocks_finite) if not ok]
     which += [name for name in algorithm.finite_info_fields if not np.all(np.isfinite(getattr(info, name)))]
     warnings.warn(
-        f"BCD diverged at sweep {sweep_index}: non-finite values in {', '.join(which)}; returning the last finite state "
-        f"(after sweep {sweep_index - 1}). Lower the step sizes or the penalty weights in config.hyper.",
+        f"BCD diverged at sweep {sweep_index}: non-finite values in {', '.join(which)}; returning the last finite "
+        f"state (after sweep {sweep_index - 1}). Lower the step sizes or the penalty weights in config.hyper.",
         BCDDivergenceWarning,
         stacklevel=4,  # the caller of fit
     )

@@ -18,7 +18,7 @@ from jax import lax
 from bcd_jax.algorithms.base import Algorithm, Data
 from bcd_jax.network import Network
 
-__all__ = ["LoopOutput", "run_loop", "prepare_and_init", "compiled_loop"]
+__all__ = ["LoopOutput", "run_loop", "prepare_and_init", "compiled_loop", "clear_compiled"]
 
 
 class LoopOutput(NamedTuple):
@@ -121,3 +121,8 @@ def compiled_loop(blocks, cache, data: Data, hyper, *, algorithm: Algorithm, net
     # one device and refuse sample-sharded arguments.
     abstract = _abstract((blocks, cache, data, hyper, np.asarray(num_sweeps, np.int32)))
     return _compile(algorithm, network, num_sweeps, abstract)
+
+
+def clear_compiled() -> None:
+    """Drops the cached ahead-of-time compiled loops (see ``bcd_jax.clear_caches``)."""
+    _compile.cache_clear()

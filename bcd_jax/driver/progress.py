@@ -67,8 +67,10 @@ class TextProgress:
             return
         stream = self.stream or sys.stderr
         filled = int(self.width * done / max(self.total, 1))
-        stream.write(f"\rbcd_jax [{'#' * filled}{'.' * (self.width - filled)}] sweep {done}/{self.total}  "
-                     f"train loss {_train_loss(info):.3e}  {elapsed:.1f}s")
+        stream.write(
+            f"\rbcd_jax [{'#' * filled}{'.' * (self.width - filled)}] sweep {done}/{self.total}  "
+            f"train loss {_train_loss(info):.3e}  {elapsed:.1f}s"
+        )
         stream.flush()
         self.shown = True
 
@@ -117,5 +119,6 @@ def get_progress(progress) -> ProgressMeter:
         return TqdmProgress()
     if isinstance(progress, ProgressMeter):
         return progress
-    raise ValueError(f"progress: expected one of {PROGRESS_CHOICES}, None or a meter with start/update/close, "
-                     f"got {progress!r}")
+    raise ValueError(
+        f"progress: expected one of {PROGRESS_CHOICES}, None or a meter with start/update/close, got {progress!r}"
+    )

@@ -174,8 +174,10 @@ class SweepSpec:
         """
         swept = sorted(set(overrides) & set(self.keys))
         if swept:
-            raise ValueError(f"{swept[0]}: is swept in [sweep] (values {dict(self.grid)[swept[0]]}); every member "
-                             "sets it, so change the [sweep] values instead")
+            raise ValueError(
+                f"{swept[0]}: is swept in [sweep] (values {dict(self.grid)[swept[0]]}); every member "
+                "sets it, so change the [sweep] values instead"
+            )
         config, data = apply_overrides(self.config, self.data, overrides)
         return SweepSpec(config, data, self.grid, self.name)
 
@@ -219,8 +221,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     raw = read_toml(path, "path")
     unknown = sorted(set(raw) - set(_SWEEP_FILE_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; expected 'base' and the tables "
-                         f"{['[' + t + ']' for t in _SWEEP_FILE_KEYS[1:]]}")
+        raise ValueError(
+            f"{path}: unknown key(s) {unknown}; expected 'base' and the tables "
+            f"{['[' + t + ']' for t in _SWEEP_FILE_KEYS[1:]]}"
+        )
     config, data = Config(), DataSpec()
     if "base" in raw:
         if not isinstance(raw["base"], str):
@@ -247,12 +251,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
     sweep = _flatten(_expect_table(raw.get("sweep", {}), f"{path}: [sweep]"))
     if not sweep:
-        raise ValueError(f"{path}: no [sweep] table (or an empty one); expected one with the values to sweep, e.g. "
-                         "[sweep] \"hyper.gamma\" = [0.1, 0.2]")
+        raise ValueError(
+            f"{path}: no [sweep] table (or an empty one); expected one with the values to sweep, e.g. "
+            '[sweep] "hyper.gamma" = [0.1, 0.2]'
+        )
     for key, values in sweep.items():
         if not isinstance(values, list):
             raise ValueError(
-                f"{path}: [sweep] {key}: expected a list of values, got {type(values).__name__} {values!r}")
+                f"{path}: [sweep] {key}: expected a list of values, got {type(values).__name__} {values!r}"
+            )
     try:
         return SweepSpec(config, data, sweep, name=path.stem)
     except ValueError as exc:
@@ -264,8 +271,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
 # --------------------------------------------------------------------------------------
 
 
-def _program(seeds, hyper, data: Data, *, algorithm: Algorithm, network: Network, num_sweeps: int,
-             batch_size: int | None) -> LoopOutput:
+def _program(
+    seeds, hyper, data: Data, *, algorithm: Algorithm, network: Network, num_sweeps: int, batch_size: int | None
+) -> LoopOutput:
     """Every member: what ``bcd_jax.fit`` does with ``key=jax.random.key(seed)`` and that member's hyper."""
     d_in, d_out = data.X.shape[1] - int(network.bias), data.Y.shape[1]
     cache = algorithm.prepare(data, network)  # data-only: once, shared by every member
@@ -290,13 +298,19 @@ _program_jit = jax.jit(_program, static_argnames=("algorithm", "network", "num_s
 def _compiled(algorithm: Algorithm, network: Network, num_sweeps: int, batch_size, avals, x64: bool):
     """The compiled program for one structure and shape signature (cached: new values never recompile)."""
     del x64  # part of the cache key only
-    return _program_jit.lower(*avals, algorithm=algorithm, network=network, num_sweeps=num_sweeps,
-                              batch_size=batch_size).compile()
+    return _program_jit.lower(
+        *avals, algorithm=algorithm, network=network, num_sweeps=num_sweeps, batch_size=batch_size
+    ).compile()
 
 
 def program_cache_info():
     """Hits and misses of the cache of compiled sweep programs (``functools.lru_cache`` statistics)."""
     return _compiled.cache_info()
+
+
+def clear_compiled() -> None:
+    """Drops the cached compiled sweep programs (see ``bcd_jax.clear_caches``)."""
+    _compiled.cache_clear()
 
 
 class BatchRun(NamedTuple):
@@ -326,14 +340,17 @@ def _checked_hyper(hyper, config: Config, m: int, dtype):
     algorithm, network = config.algorithm, config.resolved_network
     kind = algorithm.Hyper
     if not isinstance(hyper, kind):
-        raise ValueError(f"hyper: expected a {kind.__name__} (the numbers of {algorithm.name!r}) of 1-D arrays, one "
-                         f"value per seed, got {type(hyper).__name__}")
+        raise ValueError(
+            f"hyper: expected a {kind.__name__} (the numbers of {algorithm.name!r}) of 1-D arrays, one "
+            f"value per seed, got {type(hyper).__name__}"
+        )
     columns = []
     for name, value in zip(kind._fields, hyper):
         column = np.asarray(value, dtype=np.float64)
         if column.shape not in ((m,), ()):
             raise ValueError(
-                f"hyper.{name}: expected shape ({m},) (one value per seed) or a scalar, got {column.shape}")
+                f"hyper.{name}: expected shape ({m},) (one value per seed) or a scalar, got {column.shape}"
+            )
         columns.append(np.broadcast_to(column, (m,)))
     for i in range(m):
         try:
@@ -346,8 +363,10 @@ def _checked_hyper(hyper, config: Config, m: int, dtype):
     for name, column, given in zip(kind._fields, cast, columns):
         bad = np.flatnonzero(~np.isfinite(column))
         if bad.size:
-            raise ValueError(f"hyper.{name}: {float(given[bad[0]])!r} (member {bad[0]}) does not fit in "
-                             f"{np.dtype(dtype).name}; expected a smaller value")
+            raise ValueError(
+                f"hyper.{name}: {float(given[bad[0]])!r} (member {bad[0]}) does not fit in "
+                f"{np.dtype(dtype).name}; expected a smaller value"
+            )
     return kind(*cast)
 
 
@@ -361,8 +380,9 @@ def _checked_seeds(seeds) -> np.ndarray:
     dtype = jnp.asarray(0).dtype
     seeds = given.astype(dtype)
     if not np.array_equal(seeds, given):
-        raise ValueError(f"seeds: expected ints that fit in {dtype.name} (enable jax x64 for larger ones), got "
-                         f"{int(given.max())}")
+        raise ValueError(
+            f"seeds: expected ints that fit in {dtype.name} (enable jax x64 for larger ones), got {int(given.max())}"
+        )
     return seeds
 
 
@@ -456,8 +476,12 @@ class SweepResult:
         return [row["member"] for row in self.rows if row["diverged"]]
 
 
-def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, batch_size: int | None = None,
-              overwrite: bool = False) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec | str | Path,
+    out_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+) -> SweepResult:
     """Runs every member of a sweep, one compiled program per group of equal structure and data.
 
     Args:
@@ -482,8 +506,9 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, b
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"out_dir: {str(out_dir)!r} is a file; expected a folder")
         if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
-            raise FileExistsError(f"out_dir: {str(out_dir)!r} exists and is not empty; pass overwrite=True to write "
-                                  "into it")
+            raise FileExistsError(
+                f"out_dir: {str(out_dir)!r} exists and is not empty; pass overwrite=True to write into it"
+            )
         lock = FolderLock(out_dir, "out_dir").acquire()  # two sweeps never write one folder
     try:
         result = _run_members(spec, batch_size, out_dir)
@@ -513,7 +538,8 @@ def _run_members(spec: SweepSpec, batch_size, out_dir) -> SweepResult:
         X, Y = datasets[data_key]
         fields = structure.algorithm.Hyper._fields
         hyper = structure.algorithm.Hyper(
-            *(np.array([float(getattr(m.config.hyper, k)) for m in group], np.float64) for k in fields))
+            *(np.array([float(getattr(m.config.hyper, k)) for m in group], np.float64) for k in fields)
+        )
         batch = run_batch(X, Y, structure, hyper, [m.config.seed for m in group], batch_size=batch_size)
         groups.append(GroupRun(structure, data, tuple(m.index for m in group), batch))
         host = jax.device_get((batch.initial.train_mse, batch.history.train_mse, batch.completed))
@@ -568,8 +594,12 @@ def _write_outputs(result: SweepResult, out_dir: Path) -> None:
     lines = [dumps_json({**row, "train_mse": curve}) for row, curve in zip(result.rows, result.curves)]
     atomic_write_text(out_dir / "summary.jsonl", "\n".join(lines) + "\n")
     spec = result.spec
-    resolved = {"name": spec.name, "config": spec.config.to_dict(), "data": dataclasses.asdict(spec.data),
-                "grid": {k: [_jsonable(v) for v in vs] for k, vs in spec.grid}}
+    resolved = {
+        "name": spec.name,
+        "config": spec.config.to_dict(),
+        "data": dataclasses.asdict(spec.data),
+        "grid": {k: [_jsonable(v) for v in vs] for k, vs in spec.grid},
+    }
     atomic_write_text(out_dir / "sweep.json", dumps_json(resolved, indent=2) + "\n")
     _plot(result, out_dir / "train_mse.png")
 
@@ -597,7 +627,7 @@ def _plot(result: SweepResult, path: Path) -> None:
     for row, curve in zip(result.rows, result.curves):
         label = ", ".join(f"{k}={row[k]}" for k in swept) or "base"
         color = cmap(row["member"] / max(n - 1, 1))
-        line, = ax.plot(np.arange(len(curve)), curve, color=color, lw=1.2, label=label)
+        (line,) = ax.plot(np.arange(len(curve)), curve, color=color, lw=1.2, label=label)
         if row["diverged"]:
             ax.plot([len(curve) - 1], [curve[-1]], "x", color=line.get_color(), ms=8)
     ax.set_yscale("log")
@@ -632,8 +662,14 @@ class Throughput(NamedTuple):
         return self.sequential_seconds / self.batched_seconds
 
 
-def measure_throughput(config: Config | None = None, data: DataSpec | None = None, members: int = 16,
-                       sweeps: int = 5, batch_size: int | None = None, repeats: int = 1) -> Throughput:
+def measure_throughput(
+    config: Config | None = None,
+    data: DataSpec | None = None,
+    members: int = 16,
+    sweeps: int = 5,
+    batch_size: int | None = None,
+    repeats: int = 1,
+) -> Throughput:
     """Times ``members`` runs (seeds ``config.seed + i``) in one program and one by one.
 
     Both sides run the same compiled member program (mapped over all members, or over a
@@ -647,7 +683,7 @@ def measure_throughput(config: Config | None = None, data: DataSpec | None = Non
     seeds = np.arange(members) + config.seed
     kind = config.algorithm.Hyper
     hyper = kind(*(np.full(members, float(v)) for v in config.hyper))
-    one = [kind(*(v[i:i + 1] for v in hyper)) for i in range(members)]
+    one = [kind(*(v[i : i + 1] for v in hyper)) for i in range(members)]
 
     def batched():
         return run_batch(X, Y, config, hyper, seeds, batch_size=batch_size).wall_time
@@ -655,7 +691,7 @@ def measure_throughput(config: Config | None = None, data: DataSpec | None = Non
     def sequential():
         t0 = time.perf_counter()
         for i in range(members):
-            run_batch(X, Y, config, one[i], seeds[i:i + 1])
+            run_batch(X, Y, config, one[i], seeds[i : i + 1])
         return time.perf_counter() - t0
 
     batched(), run_batch(X, Y, config, one[0], seeds[:1])  # compile both programs

@@ -1,0 +1,374 @@
+"""Zeng, Lau, Lin, Yao (ICML 2019): block coordinate descent with two- and three-splitting.
+
+"Global Convergence of Block Coordinate Descent in Deep Learning" (with its predecessor Lau,
+Zeng, Wu, Yao, "A Proximal Block Coordinate Descent Algorithm for Deep Neural Network
+Training", 2018). The network ``f(x) = W_N sigma(... sigma(W_1 x + b_1) ...) + b_N`` (biases with
+``Network(bias="all")``; the output layer is linear). Blocks are the weights ``W_j`` (bias
+column included), the layer outputs ``V_j`` (``V_N`` is the network's output) and, in the
+three-splitting form, the pre-activations ``U_j``. The objective, with sums over samples::
+
+    three-splitting:  F = sum_i loss(V_{N,i}, y_i) + gamma/2 sum_j ||V_j - sigma_j(U_j) (- V_{j-1})||^2
+                            + rho/2 sum_j ||U_j - W_j [V_{j-1}; 1]||^2              (sigma_N = identity)
+    two-splitting:    F = sum_i loss(V_{N,i}, y_i) + gamma/2 sum_j ||V_j - sigma_j(W_j [V_{j-1}; 1]) (- V_{j-1})||^2
+
+(``- V_{j-1}``: the residual-network form, ``Network(skip=True)``, for hidden layers j >= 2),
+plus ``weight_decay/2 sum_j ||W_j||^2``. One sweep runs backward, output block first, then
+per layer ``V_j, U_j, W_j``; every block is solved exactly with a proximal term
+``alpha/2 ||. - previous||^2`` where the authors add one:
+
+* ``V_N``: ``(y + gamma U_N + alpha V_N) / (1 + gamma + alpha)`` for the squared loss; for
+  other losses the prox-linear step ``(gamma U_N + alpha V_N - grad loss(V_N)) / (gamma + alpha)``;
+* ``U_N = (gamma V_N + rho W_N [V_{N-1}; 1]) / (gamma + rho)``;
+* ``W_j = (alpha W_j + rho U_j^T Vt) ((alpha + lambda) I + rho Vt^T Vt)^{-1}`` with ``Vt = [V_{j-1}, 1]``,
+  the weights and the bias column solved together (a ridge-proximal least-squares solve);
+* hidden ``V_j``: ``(rho W^T W + gamma (1 + s) I) V_j = rho W^T (U_{j+1} - b_{j+1}) + gamma (sigma(U_j) (+V_{j-1}))
+  (+ s gamma (V_{j+1} - sigma(U_{j+1})))``, ``W, b`` of layer j+1, ``s = 1`` when layer j+1 has a skip;
+* hidden ``U_j``: per entry, ``argmin_u gamma/2 (sigma(u) - a)^2 + rho/2 (u - z)^2 + alpha/2 (u - u_prev)^2``
+  with ``a = V_j (- V_{j-1})``, ``z = W_j [V_{j-1}; 1]``: in closed form for the ReLU and the
+  leaky ReLU (the better of the two linear pieces' minimisers).
+
+In the two-splitting form, ``V_N`` and ``W_N`` are solved as above (with gamma for rho), and a
+block that enters a nonlinearity (hidden ``W_j``; hidden ``V_j`` below another hidden layer) takes
+the prox-linear step ``argmin <grad, X - X_prev> + alpha/2 ||X - X_prev||^2`` of the term it
+enters nonlinearly, with its quadratic terms kept exact. The authors' defaults are
+``gamma = rho = 1`` and ``alpha = 5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bcd_jax.algorithms.base import Algorithm, Data, network_metrics
+from bcd_jax.losses import squared
+from bcd_jax.network import Network, gaussian_weights, input_features
+from bcd_jax.validation import check_choice, check_float
+
+__all__ = [
+    "Zeng",
+    "ZengHyper",
+    "ZengBlocks",
+    "ZengDiagnostics",
+    "SPLITTINGS",
+    "leaky_relu_prox",
+    "piecewise_linear_slope",
+]
+
+SPLITTINGS = ("three", "two")
+
+
+class ZengHyper(NamedTuple):
+    """The traced numbers of Zeng et al.'s BCD (the authors' defaults).
+
+    Attributes:
+      gamma: weight of the activation terms ``||V_j - sigma(U_j)||^2`` (two-splitting: of every layer term).
+      rho: weight of the linear terms ``||U_j - W_j V_{j-1}||^2`` (three-splitting only).
+      alpha: weight of the proximal terms ``||. - previous||^2``.
+      weight_decay: lambda of ``lambda/2 ||W_j||^2`` on every weight block.
+    """
+
+    gamma: Any = 1.0
+    rho: Any = 1.0
+    alpha: Any = 5.0
+    weight_decay: Any = 0.0
+
+
+class ZengBlocks(NamedTuple):
+    """The blocks, a pytree.
+
+    Attributes:
+      weights: ``(W_1, ..., W_N)`` (with a bias column each when ``Network(bias="all")``).
+      hidden: ``(V_1, ..., V_N)``, each ``(n, width)``; ``V_N: (n, d_out)`` is the output block.
+      pre: ``(U_1, ..., U_N)`` (three-splitting), else ``()``.
+    """
+
+    weights: tuple[jax.Array, ...]
+    hidden: tuple[jax.Array, ...]
+    pre: tuple[jax.Array, ...]
+
+
+class ZengDiagnostics(NamedTuple):
+    """Per-sweep diagnostics; losses are means over samples (the objective is F / n).
+
+    Attributes:
+      objective: F / n.
+      output_loss: ``mean_i loss(V_{N,i}, y_i)`` (squared: ``1/2 ||.||^2``, as in F).
+      activation_gaps: ``(N,)``, ``mean_i ||V_{j,i} - sigma(U_{j,i}) (- V_{j-1,i})||^2`` (two-splitting:
+        with ``W_j [V_{j-1}; 1]`` for ``U_j``).
+      linear_gaps: ``(N,)``, ``mean_i ||U_{j,i} - W_j [V_{j-1,i}; 1]||^2`` (NaN in the two-splitting form).
+      train_loss, train_mse, train_accuracy, val_loss, val_mse, val_accuracy: the real network's.
+    """
+
+    objective: jax.Array
+    output_loss: jax.Array
+    activation_gaps: jax.Array
+    linear_gaps: jax.Array
+    train_loss: jax.Array
+    train_mse: jax.Array
+    train_accuracy: jax.Array
+    val_loss: jax.Array
+    val_mse: jax.Array
+    val_accuracy: jax.Array
+
+
+def piecewise_linear_slope(activation, network: Network) -> float | None:
+    """The negative-side slope ``s`` when ``sigma(u) = max(u, s u)`` (ReLU 0, leaky ReLU a, identity 1), else None."""
+    name = getattr(activation, "name", None)
+    if name == "relu":
+        return 0.0
+    if name == "leaky_relu":
+        return float(network.negative_slope)
+    if name == "identity":
+        return 1.0
+    return None
+
+
+def leaky_relu_prox(a, target, weight, slope):
+    """``argmin_u (sigma(u) - a)^2 + weight (u - target)^2`` for ``sigma(u) = max(u, slope u)``, entrywise.
+
+    Each linear piece has a quadratic objective; its minimiser, clipped to the piece, is a
+    candidate, and the better candidate is the minimiser (``slope = 0``: the authors' ReLU prox).
+    """
+    up = jnp.maximum((a + weight * target) / (1.0 + weight), 0.0)
+    down = jnp.minimum((slope * a + weight * target) / (slope * slope + weight), 0.0)
+
+    def cost(u):
+        s = jnp.where(u >= 0, u, slope * u)
+        return (s - a) ** 2 + weight * (u - target) ** 2
+
+    return jnp.where(cost(up) <= cost(down), up, down)
+
+
+def _ridge_solve(w_old, targets, inputs, scale, alpha, weight_decay):
+    """``argmin_W scale/2 ||targets - inputs W^T||^2 + alpha/2 ||W - W_old||^2 + lambda/2 ||W||^2``."""
+    k = inputs.shape[1]
+    gram = scale * (inputs.T @ inputs) + (alpha + weight_decay) * jnp.eye(k, dtype=inputs.dtype)
+    rhs = alpha * w_old + scale * (targets.T @ inputs)  # (out, k)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(gram), rhs.T).T
+
+
+def _split_bias(w, network: Network):
+    """``(W, b)`` of a layer's matrix: the bias column apart (zero when the network has none)."""
+    if network.bias == "all":
+        return w[:, :-1], w[:, -1]
+    return w, jnp.zeros((w.shape[0],), w.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Zeng(Algorithm):
+    """Zeng et al.'s BCD: ``splitting="three"`` (blocks W, V, U) or ``"two"`` (blocks W, V).
+
+    Attributes:
+      splitting: ``"three"`` (pre-activations U_j as blocks, every block in closed form; ReLU,
+        leaky ReLU or identity activations) or ``"two"`` (prox-linear steps where a block enters
+        a nonlinearity; any activation).
+      init_scale: standard deviation factor of the initial weights, ``W_j ~ N(0, init_scale^2 / fan_in)``.
+    """
+
+    splitting: str = "three"
+    init_scale: float = 1.0
+
+    Hyper: ClassVar[type] = ZengHyper
+
+    def __post_init__(self):
+        check_choice("splitting", self.splitting, SPLITTINGS)
+        object.__setattr__(self, "init_scale", check_float("init_scale", self.init_scale, low=0, low_open=True))
+
+    @property
+    def name(self) -> str:
+        return f"zeng_{self.splitting}_splitting"
+
+    @property
+    def paper(self) -> str:
+        return f"Zeng et al. (ICML 2019), {self.splitting}-splitting BCD"
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        del out["splitting"]  # the registry name says it
+        return out
+
+    # -- host side ---------------------------------------------------------------------------
+    def check_hyper(self, hyper: ZengHyper) -> ZengHyper:
+        values = {
+            name: check_float(f"hyper.{name}", getattr(hyper, name), low=0, low_open=True)
+            for name in ("gamma", "rho", "alpha")
+        }
+        values["weight_decay"] = check_float("hyper.weight_decay", hyper.weight_decay, low=0)
+        return ZengHyper(**values)
+
+    def check(self, network: Network, hyper: ZengHyper) -> None:
+        if self.splitting == "three":
+            for j, act in enumerate(network.layer_activations, start=1):
+                if piecewise_linear_slope(act, network) is None:
+                    raise ValueError(
+                        f"activation: the three-splitting U_j update is in closed form for relu, leaky_relu and "
+                        f"identity; layer {j} has {act.name!r} (use the two-splitting form)"
+                    )
+
+    def init_weights(self, key, network: Network, d_in: int, d_out: int, dtype=jnp.float32):
+        """``W_j ~ N(0, init_scale^2 / fan_in)`` entrywise (bias columns included)."""
+        return tuple(self.init_scale * w for w in gaussian_weights(key, network.layer_shapes(d_in, d_out), dtype))
+
+    # -- the blocks ----------------------------------------------------------------------------
+    def init(self, weights, data: Data, network: Network) -> ZengBlocks:
+        """The forward pass: ``U_j = W_j [V_{j-1}; 1]``, ``V_j = sigma(U_j) (+ V_{j-1})``, ``V_N = U_N``."""
+        weights = tuple(weights)
+        sigmas = network.layer_activations
+        h, hidden, pre = data.X, [], []
+        for j, w in enumerate(weights, start=1):
+            u = (h if j == 1 else input_features(h, network.bias == "all")) @ w.T
+            if j == len(weights):
+                v = u
+            else:
+                v = sigmas[j - 1](u) + (h if network.skip and j >= 2 else 0.0)
+            pre.append(u)
+            hidden.append(v)
+            h = v
+        return ZengBlocks(weights, tuple(hidden), tuple(pre) if self.splitting == "three" else ())
+
+    def weights(self, blocks: ZengBlocks):
+        return blocks.weights
+
+    def block_arrays(self, blocks: ZengBlocks) -> dict[str, jax.Array]:
+        named = {f"W_{j}": w for j, w in enumerate(blocks.weights, start=1)}
+        named.update({f"V_{j}": v for j, v in enumerate(blocks.hidden, start=1)})
+        named.update({f"U_{j}": u for j, u in enumerate(blocks.pre, start=1)})
+        return named
+
+    def per_sample(self, blocks: ZengBlocks) -> ZengBlocks:
+        return ZengBlocks(
+            tuple(False for _ in blocks.weights), tuple(True for _ in blocks.hidden), tuple(True for _ in blocks.pre)
+        )
+
+    finite_info_fields: ClassVar[tuple[str, ...]] = (
+        "objective",
+        "output_loss",
+        "activation_gaps",
+        "train_loss",
+        "train_mse",
+    )
+
+    # -- one sweep -------------------------------------------------------------------------------
+    def step(self, blocks: ZengBlocks, data: Data, cache, hyper: ZengHyper, network: Network):
+        if self.splitting == "three":
+            new = self._three_splitting(blocks, data, hyper, network)
+        else:
+            new = self._two_splitting(blocks, data, hyper, network)
+        return new, self.info(new, data, hyper, network)
+
+    def _inputs(self, hidden, data: Data, network: Network, j: int):
+        """``[V_{j-1}; 1]`` (``X`` with its bias column for j = 1)."""
+        return data.X if j == 1 else input_features(hidden[j - 2], network.bias == "all")
+
+    def _output_v(self, v, y, coupled, hyper, loss, scale):
+        """The output block, one sample: exact prox for the squared loss, prox-linear otherwise."""
+        if loss.fn is squared:  # the squared loss (also on one-hot class rows)
+            return (y + scale * coupled + hyper.alpha * v) / (1.0 + scale + hyper.alpha)
+        return (scale * coupled + hyper.alpha * v - jax.grad(loss)(v, y)) / (scale + hyper.alpha)
+
+    def _three_splitting(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengBlocks:
+        W, V, U = list(blocks.weights), list(blocks.hidden), list(blocks.pre)
+        N = len(W)
+        sigmas = network.layer_activations
+        g, rho, alpha, lam = hyper.gamma, hyper.rho, hyper.alpha, hyper.weight_decay
+        loss = network.loss_fn
+        skip = network.skip
+
+        # Output layer: V_N, U_N, W_N.
+        output_v = functools.partial(self._output_v, hyper=hyper, loss=loss, scale=g)
+        V[N - 1] = jax.vmap(output_v)(V[N - 1], data.Y, U[N - 1])
+        U[N - 1] = (g * V[N - 1] + rho * (self._inputs(V, data, network, N) @ W[N - 1].T)) / (g + rho)
+        W[N - 1] = _ridge_solve(W[N - 1], U[N - 1], self._inputs(V, data, network, N), rho, alpha, lam)
+
+        for j in range(N - 1, 0, -1):  # hidden layers, V_j, U_j, W_j
+            sigma = sigmas[j - 1]
+            w_next, b_next = _split_bias(W[j], network)
+            couple_next = skip and j + 1 <= N - 1  # layer j+1 is hidden with a skip
+            own = sigma(U[j - 1]) + (V[j - 2] if skip and j >= 2 else 0.0)
+            rhs = rho * (U[j] - b_next) @ w_next + g * own
+            if couple_next:
+                rhs = rhs + g * (V[j] - sigmas[j](U[j]))
+            eye = jnp.eye(w_next.shape[1], dtype=w_next.dtype)
+            factor = jax.scipy.linalg.cho_factor(rho * (w_next.T @ w_next) + g * (2.0 if couple_next else 1.0) * eye)
+            V[j - 1] = jax.vmap(lambda r: jax.scipy.linalg.cho_solve(factor, r))(rhs)
+
+            a = V[j - 1] - (V[j - 2] if skip and j >= 2 else 0.0)
+            z = self._inputs(V, data, network, j) @ W[j - 1].T
+            target = (rho * z + alpha * U[j - 1]) / (rho + alpha)
+            slope = piecewise_linear_slope(sigma, network)
+            U[j - 1] = leaky_relu_prox(a, target, (rho + alpha) / g, slope)
+
+            W[j - 1] = _ridge_solve(W[j - 1], U[j - 1], self._inputs(V, data, network, j), rho, alpha, lam)
+        return ZengBlocks(tuple(W), tuple(V), tuple(U))
+
+    def _two_splitting(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengBlocks:
+        W, V = list(blocks.weights), list(blocks.hidden)
+        N = len(W)
+        sigmas = network.layer_activations
+        g, alpha, lam = hyper.gamma, hyper.alpha, hyper.weight_decay
+        loss = network.loss_fn
+        skip = network.skip
+
+        # Output layer: V_N (exact prox / prox-linear), then W_N (ridge).
+        coupled = self._inputs(V, data, network, N) @ W[N - 1].T
+        output_v = functools.partial(self._output_v, hyper=hyper, loss=loss, scale=g)
+        V[N - 1] = jax.vmap(output_v)(V[N - 1], data.Y, coupled)
+        W[N - 1] = _ridge_solve(W[N - 1], V[N - 1], self._inputs(V, data, network, N), g, alpha, lam)
+
+        for j in range(N - 1, 0, -1):
+            inputs = self._inputs(V, data, network, j)
+            own = sigmas[j - 1](inputs @ W[j - 1].T) + (V[j - 2] if skip and j >= 2 else 0.0)
+            if j + 1 == N:  # the next layer is linear: the V block is an exact ridge solve
+                w_next, b_next = _split_bias(W[N - 1], network)
+                eye = jnp.eye(w_next.shape[1], dtype=w_next.dtype)
+                factor = jax.scipy.linalg.cho_factor(g * (w_next.T @ w_next) + (g + alpha) * eye)
+                rhs = g * (V[N - 1] - b_next) @ w_next + g * own + alpha * V[j - 1]
+                V[j - 1] = jax.vmap(lambda r: jax.scipy.linalg.cho_solve(factor, r))(rhs)
+            else:  # prox-linear in the term of layer j+1, which holds V_j inside sigma
+
+                def next_term(v, v_next, w=W[j], sigma=sigmas[j]):
+                    gap = v_next - sigma(input_features(v, network.bias == "all") @ w.T) - (v if skip else 0.0)
+                    return 0.5 * g * jnp.sum(gap**2)
+
+                grad = jax.vmap(jax.grad(next_term))(V[j - 1], V[j])
+                V[j - 1] = (g * own + alpha * V[j - 1] - grad) / (g + alpha)
+
+            def own_term(w, jj=j):
+                x_in = self._inputs(V, data, network, jj)
+                prev = V[jj - 2] if (skip and jj >= 2) else jnp.zeros_like(V[jj - 1])
+                return 0.5 * g * jnp.sum((V[jj - 1] - sigmas[jj - 1](x_in @ w.T) - prev) ** 2)
+
+            W[j - 1] = (alpha * W[j - 1] - jax.grad(own_term)(W[j - 1])) / (alpha + lam)
+        return ZengBlocks(tuple(W), tuple(V), ())
+
+    # -- diagnostics ---------------------------------------------------------------------------
+    def info(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengDiagnostics:
+        W, V = blocks.weights, blocks.hidden
+        N = len(W)
+        sigmas = network.layer_activations
+        loss = network.loss_fn
+
+        def sq_mean(r):
+            return jnp.mean(jnp.sum(r * r, axis=-1))
+
+        output_loss = jnp.mean(jax.vmap(loss)(V[N - 1], data.Y))
+        act, lin = [], []
+        for j in range(1, N + 1):
+            z = self._inputs(V, data, network, j) @ W[j - 1].T
+            u = blocks.pre[j - 1] if self.splitting == "three" else z
+            if j == N:
+                act.append(sq_mean(V[j - 1] - u))
+            else:
+                act.append(sq_mean(V[j - 1] - sigmas[j - 1](u) - (V[j - 2] if network.skip and j >= 2 else 0.0)))
+            lin.append(sq_mean(u - z) if self.splitting == "three" else jnp.asarray(jnp.nan, data.X.dtype))
+        act, lin = jnp.stack(act), jnp.stack(lin)
+        penalty = 0.5 * hyper.weight_decay * sum(jnp.sum(w * w) for w in W) / data.X.shape[0]
+        objective = output_loss + 0.5 * hyper.gamma * jnp.sum(act) + penalty
+        if self.splitting == "three":
+            objective = objective + 0.5 * hyper.rho * jnp.sum(lin)
+        metrics = network_metrics(W, data, network)
+        return ZengDiagnostics(objective, output_loss, act, lin, *metrics)

@@ -1,0 +1,142 @@
+"""The whole-objective sweep: float64 iterates against a plain per-sample reference, its closed-form
+blocks against brute force, and F never increases (without resync), for n > d_in too."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bcd_jax
+from bcd_jax.algorithms.whole_objective import WholeObjective
+
+import reference_whole_objective as ref
+from helpers import assert_close
+
+SLOPE = 0.3
+
+
+def _config(inner="gd", *, skip=False, loss="squared", resync=False, depth=4, sweeps=3):
+    network = bcd_jax.Network(
+        depth=depth, width=4, activation="leaky_relu", negative_slope=SLOPE, skip=skip, loss=loss, bias=True
+    )
+    algorithm = WholeObjective(k_v=3, k_w=2, inner=inner, resync=resync)
+    return bcd_jax.Config(
+        network=network,
+        algorithm=algorithm,
+        sweeps=sweeps,
+        hyper={"gamma": 0.6, "eta_v": 0.9, "eta_w": 0.8, "weight_decay": 0.05},
+    )
+
+
+def _problem(config, n=9, d_in=4, d_out=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X, Y = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out))
+    params = bcd_jax.init_params(jax.random.key(seed), config, d_in, d_out, dtype=jnp.float64)
+    return X, Y, params
+
+
+def _softmax(v):
+    p = np.exp(v - v.max())
+    return p / p.sum()
+
+
+LOSSES = {
+    "squared": (lambda p, y: p - y, 1.0, lambda p, y: 0.5 * np.sum((p - y) ** 2)),
+    "softmax_cross_entropy": (lambda p, y: _softmax(p) - y, 0.5, lambda p, y: -np.dot(y, np.log(_softmax(p)))),
+}
+
+
+@pytest.mark.parametrize("skip,loss,resync", list(itertools.product((False, True), sorted(LOSSES), (False, True))))
+def test_gd_iterates_equal_the_per_sample_reference(x64, skip, loss, resync):
+    config = _config(skip=skip, loss=loss, resync=resync)
+    X, Y, params = _problem(config)  # n = 9 > d_in + 1 = 5: Assumption 1 fails
+    if loss != "squared":
+        Y = np.eye(2)[np.arange(9) % 2]
+    state = bcd_jax.init_state(params, X, Y, config)
+    grad, beta, value = LOSSES[loss]
+    Xb = np.concatenate([X, np.ones((9, 1))], axis=1)
+    W = [None] + [np.asarray(w) for w in params]
+    V = [Xb] + [np.asarray(v) for v in state.blocks.hidden]
+    h = config.hyper
+    for sweep in range(3):
+        state, info = bcd_jax.sweep(state, X, Y, config)
+        W, V = ref.sweep(
+            W,
+            V,
+            Y,
+            gamma=h.gamma,
+            eta_v=h.eta_v,
+            eta_w=h.eta_w,
+            lam=h.weight_decay,
+            slope=SLOPE,
+            skip=skip,
+            k_v=3,
+            k_w=2,
+            loss_grad=grad,
+            beta=beta,
+            resync=resync,
+        )
+        for j in range(1, len(W)):
+            assert_close(state.blocks.weights[j - 1], W[j], 1e-10, f"sweep {sweep + 1} W_{j}")
+        for j in range(1, len(V)):
+            assert_close(state.blocks.hidden[j - 1], V[j], 1e-10, f"sweep {sweep + 1} V_{j}")
+    expected = ref.objective(W, V, Y, gamma=h.gamma, lam=h.weight_decay, slope=SLOPE, skip=skip, loss=value)
+    assert_close(info.objective, expected, 1e-10, "objective")
+
+
+@pytest.mark.parametrize(
+    "inner,loss",
+    [("gd", "squared"), ("gd", "softmax_cross_entropy"), ("exact", "squared"), ("exact", "softmax_cross_entropy")],
+)
+def test_objective_never_increases(x64, inner, loss):
+    config = _config(inner, loss=loss, sweeps=20)
+    X, Y, params = _problem(config, n=30, d_in=4, seed=2)
+    if loss != "squared":
+        Y = np.arange(30) % 2
+    objective = bcd_jax.fit(X, Y, config, init_params=params, progress=None).history.objective
+    assert np.all(np.diff(objective) <= 1e-10 * np.abs(objective[:-1])), objective
+    assert objective[-1] < 0.7 * objective[0]
+
+
+def test_exact_output_blocks_minimise_their_objectives(x64):
+    config = _config("exact", depth=3, sweeps=1)
+    X, Y, params = _problem(config, seed=4)
+    state = bcd_jax.init_state(params, X, Y, config)
+    new, _ = bcd_jax.sweep(state, X, Y, config)
+    h = config.hyper
+    V_old = np.asarray(state.blocks.hidden[-1])
+    W_L = np.asarray(new.blocks.weights[-1])
+    # W_L = argmin mean_i 1/2 ||W v_i - y_i||^2 + lam/2 ||W||^2 over the old V_{L-1}.
+    rng = np.random.default_rng(0)
+
+    def w_objective(w):
+        return 0.5 * np.mean(np.sum((V_old @ w.T - Y) ** 2, axis=1)) + 0.5 * h.weight_decay * np.sum(w * w)
+
+    base = w_objective(W_L)
+    assert all(w_objective(W_L + 1e-4 * rng.normal(size=W_L.shape)) >= base - 1e-14 for _ in range(100))
+    # V_{L-1,i} = argmin 1/2 ||W_L v - y_i||^2 + gamma/2 ||v - a_i||^2, a = sigma(W_{L-1} V_{L-2}).
+    W_prev = np.asarray(state.blocks.weights[-2])  # W_{L-1} is updated only after V_{L-1}
+    a = np.asarray(bcd_jax.get_activation("leaky_relu", SLOPE)(np.asarray(state.blocks.hidden[0]) @ W_prev.T))
+    v = np.asarray(new.blocks.hidden[-1])
+
+    def v_objective(u, i):
+        return 0.5 * np.sum((W_L @ u - Y[i]) ** 2) + 0.5 * h.gamma * np.sum((u - a[i]) ** 2)
+
+    for i in range(3):
+        base = v_objective(v[i], i)
+        assert all(v_objective(v[i] + 1e-4 * rng.normal(size=v[i].shape), i) >= base - 1e-14 for _ in range(100))
+
+
+def test_teacher_problem_training_error_falls_by_1e3_within_30_sweeps():
+    """The paper's Figure 1 claim, on a smaller teacher problem (the full size is in scripts/)."""
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=60, d_in=80, teacher_width=8)
+    network = bcd_jax.Network(depth=4, width=8)
+    config = bcd_jax.Config(
+        network=network, algorithm=WholeObjective(k_v=5, k_w=5, inner="exact", spectral_diagnostics=False), sweeps=30
+    )
+    mse = bcd_jax.fit(X, Y, config, key=jax.random.key(1), progress=None).history.train_mse
+    assert mse[-1] <= 1e-3 * mse[0], mse[[0, 10, 20, 30]]
