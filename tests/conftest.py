@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 
-import jax
+# The suite compiles hundreds of small programs whose run time is negligible: XLA's backend at
+# optimisation level 0 compiles them about 20% faster. Only the tests set this; the library never
+# changes XLA's or JAX's settings.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402 - after XLA_FLAGS, which the backend reads when it starts
 import pytest
 
 import bcd_jax

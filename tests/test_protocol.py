@@ -332,7 +332,8 @@ SHARDED_SCRIPT = TOY_FAMILY + textwrap.dedent(
 
 
 def test_sample_sharded_fit_equals_single_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # keeps conftest's
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, "-c", SHARDED_SCRIPT],
         env=env,
