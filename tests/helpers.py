@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -106,3 +110,17 @@ def small_config(algorithm="monotone", **overrides) -> bcd_jax.Config:
     )
     fields.update(overrides)
     return config(algorithm, **fields)
+
+
+def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python -c script`` with ``devices`` host CPU devices (keeping conftest's XLA flags), in tests/."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).parent,
+    )

@@ -29,7 +29,7 @@ import numpy as np
 # --------------------------------------------------------------------------------------
 
 
-def _leaky(slope):
+def leaky(slope):
     def f(z):
         return np.array([t if t >= 0 else slope * t for t in z])
 
@@ -68,7 +68,7 @@ def _tanh_plus():
 def reference_activation(name: str, negative_slope: float = 0.5):
     """``(sigma, sigma')`` for one sample's vector, written by hand."""
     if name == "leaky_relu":
-        return _leaky(negative_slope)
+        return leaky(negative_slope)
     if name == "relu":
         return _relu()
     if name == "identity":

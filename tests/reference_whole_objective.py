@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import leaky  # the same hand-written LeakyReLU and its derivative
+
 
 def top_gram_eigenvalue(A, iterations=64):
     """lambda_max(A^T A / n) by power iteration on the smaller Gram matrix."""
@@ -27,16 +29,6 @@ def top_gram_eigenvalue(A, iterations=64):
 
 def spectral_norm(W):
     return np.sqrt(W.shape[0] * top_gram_eigenvalue(W))
-
-
-def leaky(slope):
-    def f(z):
-        return np.array([t if t >= 0 else slope * t for t in z])
-
-    def df(z):
-        return np.array([1.0 if t >= 0 else slope for t in z])
-
-    return f, df
 
 
 def sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, loss_grad, beta, resync=False):

@@ -13,15 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def leaky(slope):
-    def f(z):
-        return np.array([t if t >= 0 else slope * t for t in z])
-
-    def df(z):
-        return np.array([1.0 if t >= 0 else slope for t in z])
-
-    return f, df
+from reference import leaky  # the same hand-written LeakyReLU and its derivative
 
 
 def with_one(v, bias_all):

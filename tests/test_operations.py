@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +16,8 @@ import pytest
 import bcd_jax
 from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
 from bcd_jax.driver.progress import TextProgress
+
+from helpers import run_on_host_devices
 
 CONFIG = bcd_jax.Config(network=bcd_jax.Network(width=6, depth=4), algorithm=bcd_jax.Akiyama(k_v=4, k_w=4), sweeps=12)
 
@@ -257,16 +258,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_fit_equals_single_device():
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # keeps conftest's
-    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parent,
-    )
+    proc = run_on_host_devices(SHARDED_SCRIPT, devices=8)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok")
 

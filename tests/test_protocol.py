@@ -11,12 +11,8 @@ of tests checks the protocol's contract for every registered family.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import chex
 import jax
@@ -28,6 +24,8 @@ import bcd_jax
 from bcd_jax.algorithms import REQUIRED_INFO_FIELDS
 from bcd_jax.config import config_from_dict
 from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
+
+from helpers import run_on_host_devices
 
 # The family's source: executed here and, verbatim, in the sharded subprocess.
 TOY_FAMILY = textwrap.dedent(
@@ -332,16 +330,7 @@ SHARDED_SCRIPT = TOY_FAMILY + textwrap.dedent(
 
 
 def test_sample_sharded_fit_equals_single_device():
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"  # keeps conftest's
-    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parent,
-    )
+    proc = run_on_host_devices(SHARDED_SCRIPT, devices=8)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok"), proc.stdout
 

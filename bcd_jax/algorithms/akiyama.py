@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bcd_jax.algorithms.base import Algorithm, Data, network_metrics
+from bcd_jax.algorithms.base import Algorithm, Data, mean_squared_norm, network_metrics
 from bcd_jax.algorithms.primitives import (
     gram_form_gd,
     project_nonneg,
@@ -49,7 +49,16 @@ from bcd_jax.algorithms.primitives import (
 from bcd_jax.network import Network, gaussian_weights, hidden_forward
 from bcd_jax.validation import check_bool, check_choice, check_float, check_int
 
-__all__ = ["Akiyama", "AkiyamaHyper", "AkiyamaBlocks", "AkiyamaCache", "Diagnostics", "Variant", "VARIANTS"]
+__all__ = [
+    "Akiyama",
+    "LayerOutputBlocks",
+    "AkiyamaHyper",
+    "AkiyamaBlocks",
+    "AkiyamaCache",
+    "Diagnostics",
+    "Variant",
+    "VARIANTS",
+]
 
 INNER_MODES = ("gd", "exact")
 STEP_SIZE_RULES = ("fixed", "auto")
@@ -250,8 +259,35 @@ class _BlockSteps(NamedTuple):
     first_w: Any
 
 
+class LayerOutputBlocks(Algorithm):
+    """The block layout of Akiyama's sweep, shared by the families built on it: the weights and
+    the per-sample layer outputs ``AkiyamaBlocks(weights, hidden)``, started at the forward pass,
+    reported with :class:`Diagnostics` (its spectral fields when ``spectral_diagnostics``)."""
+
+    def init(self, weights, data: Data, network: Network) -> AkiyamaBlocks:
+        """The paper's exact V initialisation: ``V_j = h_j``, the forward pass of the initial network."""
+        weights = tuple(weights)
+        return AkiyamaBlocks(weights, hidden_forward(weights, data.X, network))
+
+    def weights(self, blocks: AkiyamaBlocks):
+        return blocks.weights
+
+    def block_arrays(self, blocks: AkiyamaBlocks) -> dict[str, jax.Array]:
+        named = {f"W_{j}": w for j, w in enumerate(blocks.weights, start=1)}
+        named.update({f"V_{j}": v for j, v in enumerate(blocks.hidden, start=1)})
+        return named
+
+    def per_sample(self, blocks: AkiyamaBlocks) -> AkiyamaBlocks:
+        return AkiyamaBlocks(tuple(False for _ in blocks.weights), tuple(True for _ in blocks.hidden))
+
+    @property
+    def finite_info_fields(self) -> tuple[str, ...]:
+        names = ("objective", "output_loss", "layer_losses", "train_mse", "train_loss")
+        return names + _SPECTRAL if self.spectral_diagnostics else names
+
+
 @dataclasses.dataclass(frozen=True)
-class Akiyama(Algorithm):
+class Akiyama(LayerOutputBlocks):
     """Akiyama's BCD: Algorithm 1 (``"monotone"``), Algorithm 3 (``"relu_skip"``) or its no-skip ablation.
 
     Attributes:
@@ -353,14 +389,6 @@ class Akiyama(Algorithm):
             )
         return network
 
-    def check_hyper(self, hyper: AkiyamaHyper) -> AkiyamaHyper:
-        values = {
-            name: check_float(f"hyper.{name}", getattr(hyper, name), low=0, low_open=True)
-            for name in ("gamma", "eta_v", "eta_w", "eta_w1")
-        }
-        values["weight_decay"] = check_float("hyper.weight_decay", hyper.weight_decay, low=0)
-        return AkiyamaHyper(**values)
-
     def check(self, network: Network, hyper: AkiyamaHyper) -> None:
         spec = self.spec
         if network.bias == "all":
@@ -428,27 +456,6 @@ class Akiyama(Algorithm):
         x_pinv = pseudo_inverse(X) if self.inner == "exact" else None
         x_curvature = top_gram_eigenvalue(X) if self.step_size == "auto" else None
         return AkiyamaCache(gram, x_pinv, x_curvature)
-
-    def init(self, weights, data: Data, network: Network) -> AkiyamaBlocks:
-        """The paper's exact V initialisation: ``V_j = h_j``, the forward pass of the initial network."""
-        weights = tuple(weights)
-        return AkiyamaBlocks(weights, hidden_forward(weights, data.X, network))
-
-    def weights(self, blocks: AkiyamaBlocks):
-        return blocks.weights
-
-    def block_arrays(self, blocks: AkiyamaBlocks) -> dict[str, jax.Array]:
-        named = {f"W_{j}": w for j, w in enumerate(blocks.weights, start=1)}
-        named.update({f"V_{j}": v for j, v in enumerate(blocks.hidden, start=1)})
-        return named
-
-    def per_sample(self, blocks: AkiyamaBlocks) -> AkiyamaBlocks:
-        return AkiyamaBlocks(tuple(False for _ in blocks.weights), tuple(True for _ in blocks.hidden))
-
-    @property
-    def finite_info_fields(self) -> tuple[str, ...]:
-        names = ("objective", "output_loss", "layer_losses", "train_mse", "train_loss")
-        return names + _SPECTRAL if self.spectral_diagnostics else names
 
     # -- one sweep -----------------------------------------------------------------------------
     def _block_steps(self, hyper: AkiyamaHyper, cache: AkiyamaCache, network: Network) -> _BlockSteps:
@@ -575,16 +582,13 @@ class Akiyama(Algorithm):
         W, V = blocks.weights, blocks.hidden
         inputs = (X,) + V
 
-        def sq_mean(r):
-            return jnp.mean(jnp.sum(r * r, axis=-1))
-
         output_loss = loss.report_scale * jnp.mean(jax.vmap(loss)(V[-1] @ W[-1].T, Y))
         layer_losses = []
         for j in range(1, len(W)):
             pre = sigmas[j - 1](inputs[j - 1] @ W[j - 1].T)
             if network.skip and j >= 2:
                 pre = pre + inputs[j - 1]
-            layer_losses.append(sq_mean(pre - V[j - 1]))
+            layer_losses.append(mean_squared_norm(pre - V[j - 1]))
         layer_losses = jnp.stack(layer_losses)
         penalty = hyper.weight_decay * sum(jnp.sum(w * w) for w in W)  # lambda ||W||^2: reported scale
         metrics = network_metrics(W, data, network)

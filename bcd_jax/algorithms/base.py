@@ -30,8 +30,17 @@ import jax
 import jax.numpy as jnp
 
 from bcd_jax.network import Network, input_features, network_output
+from bcd_jax.validation import check_float
 
-__all__ = ["Algorithm", "Data", "REQUIRED_INFO_FIELDS", "NetworkMetrics", "network_metrics", "make_data"]
+__all__ = [
+    "Algorithm",
+    "Data",
+    "REQUIRED_INFO_FIELDS",
+    "NetworkMetrics",
+    "network_metrics",
+    "make_data",
+    "mean_squared_norm",
+]
 
 
 class Data(NamedTuple):
@@ -66,7 +75,8 @@ class NetworkMetrics(NamedTuple):
 REQUIRED_INFO_FIELDS = ("objective", *NetworkMetrics._fields)
 
 
-def _sq_mean(r):
+def mean_squared_norm(r):
+    """``mean_i ||r_i||^2`` over the rows of ``r``."""
     return jnp.mean(jnp.sum(r * r, axis=-1))
 
 
@@ -89,13 +99,13 @@ def network_metrics(weights, data: Data, network: Network) -> NetworkMetrics:
         val_pred = network_output(weights, data.X_val, network)
         val = (
             mean_loss(val_pred, data.Y_val),
-            _sq_mean(val_pred - data.Y_val),
+            mean_squared_norm(val_pred - data.Y_val),
             loss.accuracy(val_pred, data.Y_val).astype(dtype),
         )
     else:
         val = (nan, nan, nan)
     return NetworkMetrics(
-        mean_loss(pred, data.Y), _sq_mean(pred - data.Y), loss.accuracy(pred, data.Y).astype(dtype), *val
+        mean_loss(pred, data.Y), mean_squared_norm(pred - data.Y), loss.accuracy(pred, data.Y).astype(dtype), *val
     )
 
 
@@ -138,9 +148,18 @@ class Algorithm(abc.ABC):
             )
         return self.check_hyper(self.Hyper(**values))
 
+    # Hyper fields that may be 0 (the rest must be > 0); every one must be a finite number.
+    nonnegative_hyper: ClassVar[tuple[str, ...]] = ("weight_decay",)
+
     def check_hyper(self, hyper):
-        """Validates ``hyper`` (a ``Hyper``) and returns it with plain Python numbers."""
-        return hyper
+        """Validates ``hyper`` (a ``Hyper``) and returns it with plain Python floats: every field a
+        finite number, ``> 0`` unless it is named in ``nonnegative_hyper`` (then ``>= 0``)."""
+        return type(hyper)(
+            **{
+                name: check_float(f"hyper.{name}", value, low=0, low_open=name not in self.nonnegative_hyper)
+                for name, value in hyper._asdict().items()
+            }
+        )
 
     @abc.abstractmethod
     def init_weights(self, key: jax.Array, network: Network, d_in: int, d_out: int, dtype) -> tuple[jax.Array, ...]:

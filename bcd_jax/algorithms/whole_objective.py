@@ -36,12 +36,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaBlocks, AkiyamaHyper
-from bcd_jax.algorithms.base import Algorithm, Data
+from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaBlocks, AkiyamaHyper, LayerOutputBlocks
+from bcd_jax.algorithms.base import Data
 from bcd_jax.algorithms.primitives import spectral_norm, top_gram_eigenvalue
 from bcd_jax.losses import squared
 from bcd_jax.network import Network, hidden_forward
-from bcd_jax.validation import check_bool, check_choice, check_float, check_int
+from bcd_jax.validation import check_bool, check_choice, check_int
 
 __all__ = ["WholeObjective", "WholeObjectiveHyper"]
 
@@ -74,7 +74,7 @@ def _slopes(sigma, network: Network, z):
 
 
 @dataclasses.dataclass(frozen=True)
-class WholeObjective(Algorithm):
+class WholeObjective(LayerOutputBlocks):
     """Block-coordinate descent on the whole of Akiyama's F (see the module docstring).
 
     Attributes:
@@ -119,14 +119,6 @@ class WholeObjective(Algorithm):
         return Akiyama(variant, spectral_diagnostics=self.spectral_diagnostics)
 
     # -- host side ---------------------------------------------------------------------------
-    def check_hyper(self, hyper: WholeObjectiveHyper) -> WholeObjectiveHyper:
-        values = {
-            name: check_float(f"hyper.{name}", getattr(hyper, name), low=0, low_open=True)
-            for name in ("gamma", "eta_v", "eta_w")
-        }
-        values["weight_decay"] = check_float("hyper.weight_decay", hyper.weight_decay, low=0)
-        return WholeObjectiveHyper(**values)
-
     def check(self, network: Network, hyper) -> None:
         if network.bias == "all":
             raise ValueError(
@@ -147,26 +139,6 @@ class WholeObjective(Algorithm):
     def init_weights(self, key, network: Network, d_in: int, d_out: int, dtype=jnp.float32):
         """As Algorithm 1: Gaussian, then singular value bounding of ``W_2 .. W_L``."""
         return self._initialiser().init_weights(key, network, d_in, d_out, dtype)
-
-    def init(self, weights, data: Data, network: Network) -> AkiyamaBlocks:
-        weights = tuple(weights)
-        return AkiyamaBlocks(weights, hidden_forward(weights, data.X, network))
-
-    def weights(self, blocks: AkiyamaBlocks):
-        return blocks.weights
-
-    def block_arrays(self, blocks: AkiyamaBlocks) -> dict[str, jax.Array]:
-        named = {f"W_{j}": w for j, w in enumerate(blocks.weights, start=1)}
-        named.update({f"V_{j}": v for j, v in enumerate(blocks.hidden, start=1)})
-        return named
-
-    def per_sample(self, blocks: AkiyamaBlocks) -> AkiyamaBlocks:
-        return AkiyamaBlocks(tuple(False for _ in blocks.weights), tuple(True for _ in blocks.hidden))
-
-    @property
-    def finite_info_fields(self) -> tuple[str, ...]:
-        names = ("objective", "output_loss", "layer_losses", "train_mse", "train_loss")
-        return names + ("sv_min", "sv_max", "v_gram_max") if self.spectral_diagnostics else names
 
     def info(self, blocks, data: Data, hyper: WholeObjectiveHyper, network: Network):
         report = AkiyamaHyper(gamma=hyper.gamma, weight_decay=hyper.weight_decay)

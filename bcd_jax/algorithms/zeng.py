@@ -43,7 +43,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bcd_jax.algorithms.base import Algorithm, Data, network_metrics
+from bcd_jax.algorithms.base import Algorithm, Data, mean_squared_norm, network_metrics
 from bcd_jax.losses import squared
 from bcd_jax.network import Network, gaussian_weights, input_features
 from bcd_jax.validation import check_choice, check_float
@@ -192,14 +192,6 @@ class Zeng(Algorithm):
         return out
 
     # -- host side ---------------------------------------------------------------------------
-    def check_hyper(self, hyper: ZengHyper) -> ZengHyper:
-        values = {
-            name: check_float(f"hyper.{name}", getattr(hyper, name), low=0, low_open=True)
-            for name in ("gamma", "rho", "alpha")
-        }
-        values["weight_decay"] = check_float("hyper.weight_decay", hyper.weight_decay, low=0)
-        return ZengHyper(**values)
-
     def check(self, network: Network, hyper: ZengHyper) -> None:
         if self.splitting == "three":
             for j, act in enumerate(network.layer_activations, start=1):
@@ -352,19 +344,17 @@ class Zeng(Algorithm):
         sigmas = network.layer_activations
         loss = network.loss_fn
 
-        def sq_mean(r):
-            return jnp.mean(jnp.sum(r * r, axis=-1))
-
         output_loss = jnp.mean(jax.vmap(loss)(V[N - 1], data.Y))
         act, lin = [], []
         for j in range(1, N + 1):
             z = self._inputs(V, data, network, j) @ W[j - 1].T
             u = blocks.pre[j - 1] if self.splitting == "three" else z
             if j == N:
-                act.append(sq_mean(V[j - 1] - u))
+                act.append(mean_squared_norm(V[j - 1] - u))
             else:
-                act.append(sq_mean(V[j - 1] - sigmas[j - 1](u) - (V[j - 2] if network.skip and j >= 2 else 0.0)))
-            lin.append(sq_mean(u - z) if self.splitting == "three" else jnp.asarray(jnp.nan, data.X.dtype))
+                skip_term = V[j - 2] if network.skip and j >= 2 else 0.0
+                act.append(mean_squared_norm(V[j - 1] - sigmas[j - 1](u) - skip_term))
+            lin.append(mean_squared_norm(u - z) if self.splitting == "three" else jnp.asarray(jnp.nan, data.X.dtype))
         act, lin = jnp.stack(act), jnp.stack(lin)
         penalty = 0.5 * hyper.weight_decay * sum(jnp.sum(w * w) for w in W) / data.X.shape[0]
         objective = output_loss + 0.5 * hyper.gamma * jnp.sum(act) + penalty

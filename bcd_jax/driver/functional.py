@@ -13,6 +13,7 @@ never recompile. ``state.cache`` holds the data-only work (``X X^T``, a factoris
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -87,11 +88,9 @@ def check_state(state, X, Y, config: Config) -> None:
     """Checks that ``state`` has the blocks ``config.algorithm`` builds for data of these shapes."""
     if not isinstance(state, BCDState):
         raise ValueError(f"state: expected a BCDState (see bcd_jax.init_state), got {type(state).__name__}")
-    network = config.resolved_network
-    weights = tuple(jax.ShapeDtypeStruct(s, X.dtype) for s in network.layer_shapes(X.shape[1], Y.shape[1]))
-    expected = jax.eval_shape(
-        lambda w, x, y: config.algorithm.init(w, make_data(x, y, network), network),
-        weights,
+    want = _expected_block_shapes(
+        config.algorithm,
+        config.resolved_network,
         jax.ShapeDtypeStruct(X.shape, X.dtype),
         jax.ShapeDtypeStruct(Y.shape, Y.dtype),
     )
@@ -99,12 +98,23 @@ def check_state(state, X, Y, config: Config) -> None:
         got = config.algorithm.block_arrays(state.blocks)
     except (AttributeError, TypeError, IndexError) as exc:
         raise ValueError(f"state: its blocks are not those of {config.algorithm.name!r} ({exc})") from None
-    want = jax.eval_shape(config.algorithm.block_arrays, expected)  # block_arrays may compute (e.g. concatenate)
-    if sorted(got) != sorted(want):  # (eval_shape returns the dict with its keys sorted)
+    if sorted(got) != sorted(want):
         raise ValueError(f"state: expected the blocks {sorted(want)}, got {sorted(got)}")
     for name, a in got.items():
-        if tuple(np.shape(a)) != tuple(want[name].shape):
-            raise ValueError(f"state: {name} has shape {tuple(np.shape(a))}; expected {tuple(want[name].shape)}")
+        if tuple(np.shape(a)) != want[name]:
+            raise ValueError(f"state: {name} has shape {tuple(np.shape(a))}; expected {want[name]}")
+
+
+@functools.lru_cache(maxsize=64)
+def _expected_block_shapes(algorithm, network, X, Y) -> dict[str, tuple[int, ...]]:
+    """``{block name: shape}`` that ``algorithm.init`` builds for data of these shapes.
+
+    Cached: ``sweep`` checks its state on every call, and tracing ``init`` each time would be
+    host work on that path."""
+    weights = tuple(jax.ShapeDtypeStruct(s, X.dtype) for s in network.layer_shapes(X.shape[1], Y.shape[1]))
+    expected = jax.eval_shape(lambda w, x, y: algorithm.init(w, make_data(x, y, network), network), weights, X, Y)
+    named = jax.eval_shape(algorithm.block_arrays, expected)  # block_arrays may compute (e.g. concatenate)
+    return {name: tuple(a.shape) for name, a in named.items()}
 
 
 def init_params(key: jax.Array, config: Config | None, d_in: int, d_out: int = 1, dtype=jnp.float32):
