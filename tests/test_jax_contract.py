@@ -232,3 +232,15 @@ def test_vmap_over_seeds_and_data_equals_loop(x64):
     # Different seeds on the same data really give different runs.
     weights_1 = np.asarray(batched[0].blocks.weights[0])
     assert not np.allclose(weights_1[0], weights_1[1])
+
+
+def test_clear_caches_frees_the_compiled_programs(compile_log):
+    cfg, X, Y, params = _setup(width=2, k_v=2, k_w=1)  # a structure no other test compiles
+    state = bcd_jax.init_state(params, X, Y, cfg)
+    jax.block_until_ready(bcd_jax.sweep(state, X, Y, cfg))
+    before = compile_log.count()
+    jax.block_until_ready(bcd_jax.sweep(state, X, Y, cfg))
+    assert compile_log.count() == before  # cached
+    bcd_jax.clear_caches()
+    jax.block_until_ready(bcd_jax.sweep(state, X, Y, cfg))
+    assert compile_log.count() > before  # compiled again: the program was freed

@@ -420,3 +420,16 @@ def test_cli_load_config_on_a_binary_file_is_one_line(tmp_path, capsys):
     binary.write_bytes(bytes(range(256)))
     status, _, err = _cli(["run", binary], capsys)
     assert status == 2 and err.count("\n") == 1 and "x.toml" in err
+
+
+def test_tqdm_progress_without_tqdm_is_a_clear_error(data):
+    X, Y = data
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"^progress: 'tqdm' needs the tqdm package"):
+            bcd_jax.fit(X, Y, CONFIG, progress="tqdm")
+    else:
+        assert bcd_jax.fit(X, Y, CONFIG, progress="tqdm").sweeps_completed == CONFIG.sweeps
+    with pytest.raises(ValueError, match=r"^progress: expected one of \('auto', 'none', 'text', 'tqdm'\)"):
+        bcd_jax.fit(X, Y, CONFIG, progress="fancy")

@@ -164,3 +164,15 @@ def test_smooth_activation_needs_the_two_splitting_form():
     with pytest.raises(ValueError, match="^activation: the three-splitting U_j update is in closed form"):
         bcd_jax.Config(network=network, algorithm=Zeng(splitting="three"))
     bcd_jax.Config(network=network, algorithm=Zeng(splitting="two"))  # accepted
+
+
+def test_init_scale_scales_the_initial_weights_and_is_checked():
+    network = bcd_jax.Network(depth=3, width=4, bias="all")
+    base = bcd_jax.Config(network=network, algorithm=Zeng())
+    doubled = base.replace(algorithm=Zeng(init_scale=2.0))
+    for w, w2 in zip(
+        bcd_jax.init_params(jax.random.key(0), base, 5, 2), bcd_jax.init_params(jax.random.key(0), doubled, 5, 2)
+    ):
+        np.testing.assert_allclose(np.asarray(w2), 2.0 * np.asarray(w), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^init_scale: expected a number in \(0, inf\), got 0.0"):
+        Zeng(init_scale=0)
