@@ -7,6 +7,8 @@ algorithm protocol (:mod:`bcd_jax.algorithms`) and one driver (:mod:`bcd_jax.dri
 from bcd_jax.activations import ACTIVATIONS, Activation, get_activation, register_activation
 from bcd_jax.algorithms import ALGORITHMS, Algorithm, get_algorithm, register
 from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaBlocks, AkiyamaHyper, Diagnostics
+from bcd_jax.algorithms.whole_objective import WholeObjective, WholeObjectiveHyper
+from bcd_jax.algorithms.zeng import Zeng, ZengBlocks, ZengHyper
 from bcd_jax.config import Config, load_config
 from bcd_jax.data import teacher_problem
 from bcd_jax.driver import (
@@ -43,6 +45,11 @@ __all__ = [
     "FitResult",
     "Loss",
     "Network",
+    "WholeObjective",
+    "WholeObjectiveHyper",
+    "Zeng",
+    "ZengBlocks",
+    "ZengHyper",
     "clear_caches",
     "diagnostics",
     "fit",

@@ -262,7 +262,8 @@ def test_checkpoint_and_resume_are_bit_identical(data, tmp_path):
     assert resumed.sweeps_completed == 12
     assert isinstance(resumed.state.blocks, ToyBlocks)
     chex.assert_trees_all_equal(resumed.state.blocks, full.state.blocks)
-    assert _leaves_equal(resumed.history, full.history) and resumed.history.train_loss.shape == (13,)
+    assert _leaves_equal(resumed.history, full.history)
+    np.testing.assert_array_equal(resumed.movement, full.movement) and resumed.history.train_loss.shape == (13,)
     # Chunking does not change the arithmetic: one compiled call gives the same bits.
     plain = bcd_jax.fit(X, Y, config, key=key, progress=None)
     chex.assert_trees_all_equal(plain.state.blocks, full.state.blocks)
@@ -459,6 +460,13 @@ def test_family_honours_the_protocol(name, small):
     assert type(result.history) is type(info) and np.asarray(result.history.train_loss).shape == (4,)
     chex.assert_trees_all_close(result.state.blocks, bcd_jax.run(state, X, Y, config)[0].blocks, rtol=1e-5, atol=1e-6)
     assert bcd_jax.predict(result.params, X, config).shape == Y.shape
+    # movement: the squared distance between consecutive states over every block array
+    expected = [
+        sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(after.blocks), jax.tree.leaves(before.blocks)))
+        for before, after in ((state, new), (new, twice))
+    ]
+    assert result.movement.shape == (4,) and np.isnan(result.movement[0])
+    np.testing.assert_allclose(result.movement[1:3], expected, rtol=1e-3, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -477,3 +485,4 @@ def test_family_resumes_bit_identically(name, small, tmp_path):
     assert full.diverged_at is None and resumed.sweeps_completed == 4
     chex.assert_trees_all_equal(resumed.state.blocks, full.state.blocks)
     assert _leaves_equal(resumed.history, full.history)
+    np.testing.assert_array_equal(resumed.movement, full.movement)

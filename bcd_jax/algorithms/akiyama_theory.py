@@ -13,8 +13,8 @@ network's forward pass in :func:`generalization_bound`); nothing is traced.
 * :func:`check_run`: from a run's history, whether the hidden W_j kept their singular values
   in the SVB band, and the empirical C_V = max lambda_max(V_j V_j^T).
 * :func:`generalization_bound`: Theorem 4.3 term by term for a trained model.
-* :func:`convergence_rate`: the per-sweep contraction factor of a loss sequence, and whether a
-  geometric (KL exponent 1/2) or a power law fits better.
+* :func:`convergence_rate`: re-exported from :mod:`bcd_jax.rates`, where the rate tools for
+  every family live.
 
 Conventions (docs/conventions.md): the paper's F is a sum over samples, bcd_jax reports
 means, so a target ``e`` on bcd_jax's ``objective`` (F/n) is ``epsilon = n * e`` here. The
@@ -42,6 +42,7 @@ from bcd_jax.activations import Activation, get_activation
 from bcd_jax.algorithms.akiyama import Akiyama
 from bcd_jax.config import Config
 from bcd_jax.network import Network, input_features, network_output
+from bcd_jax.rates import RateFit, convergence_rate
 from bcd_jax.validation import check_weights
 
 __all__ = [
@@ -741,118 +742,8 @@ def generalization_bound(
 
 
 # --------------------------------------------------------------------------------------
-# Empirical convergence rate
-# --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class RateFit:
-    """Least-squares fits of a loss sequence: geometric ``rho^k`` and power law ``k^-p``.
-
-    Attributes:
-      rho: the per-sweep contraction factor, exp(slope) of log(loss_k) ~ a + k log(rho).
-      log_rho: the slope, log(rho).
-      r2: R^2 of the geometric fit (in log space).
-      power_p, power_c: p and C of log(loss_k) ~ log C - p log k.
-      power_r2: R^2 of the power-law fit.
-      preferred: ``"geometric"`` or ``"power"``, the fit with the smaller squared residual
-        (both have two parameters and use the same points).
-      linear: the decay looks linear (geometric): preferred is geometric, rho < 1 and r2 >= r2_min.
-      kl_theta: the KL exponent this suggests: 1/2 when linear; (1 + p)/(2p) when the power
-        law is preferred with p > 1 (exponent theta in (1/2, 1) gives F - F* = O(k^(-1/(2 theta - 1))),
-        here with F* = 0); else None.
-      indices: the sequence indices k used.
-      floor: values at or below it were ignored.
-    """
-
-    rho: float
-    log_rho: float
-    r2: float
-    power_p: float
-    power_c: float
-    power_r2: float
-    preferred: str
-    linear: bool
-    kl_theta: float | None
-    indices: np.ndarray
-    floor: float
-
-
-def convergence_rate(
-    losses, *, start: int = 1, stop: int | None = None, floor: float | None = None, r2_min: float = 0.99
-) -> RateFit:
-    """Per-sweep contraction factor of a loss sequence, and geometric vs power-law decay.
-
-    Fits, by least squares over the points k in ``[max(start, 1), stop)`` whose value is
-    finite and above ``floor``::
-
-        log(loss_k) ~ a + k log(rho)          (geometric: linear rate, KL exponent theta = 1/2)
-        log(loss_k) ~ log(C) - p log(k)       (power law: sublinear, theta in (1/2, 1))
-
-    Xu, Bao and Xing ("Convergence Rates of Training Deep Neural Networks via Alternating
-    Minimization Methods", Optimization Letters 2024) tie the rate of alternating minimisation to the KL exponent:
-    theta = 1/2 gives a (local R-)linear rate, theta in (1/2, 1) a sublinear one. Index k = 0
-    (``history`` entry 0, the initial state) is never used: the power law is undefined there.
-    The default floor, ``(100 eps)^2 * max(loss)`` with eps of the sequence's dtype, drops
-    values at the rounding floor of a squared-norm loss (float32: about 1.4e-10 times the
-    largest value).
-
-    Args:
-      losses: 1-D sequence, entry k after k sweeps (e.g. ``history.output_loss``).
-      start: first index used (skips initial transients; at least 1).
-      stop: end of the window (exclusive; default: the whole sequence).
-      floor: values <= floor are ignored (default above).
-      r2_min: the geometric fit's R^2 needed to call the decay linear.
-
-    Returns:
-      A :class:`RateFit`.
-
-    Raises:
-      ValueError: fewer than 3 usable points.
-    """
-    raw = np.asarray(losses)
-    if raw.ndim != 1:
-        raise ValueError(f"losses: expected a 1-D sequence, got shape {raw.shape}")
-    eps = np.finfo(raw.dtype).eps if np.issubdtype(raw.dtype, np.floating) else np.finfo(np.float64).eps
-    values = raw.astype(np.float64)
-    finite = np.isfinite(values)
-    if floor is None:
-        peak = float(np.max(values[finite])) if finite.any() else 0.0
-        floor = (100 * eps) ** 2 * peak
-    k = np.arange(len(values))
-    stop = len(values) if stop is None else stop
-    keep = finite & (values > floor) & (k >= max(int(start), 1)) & (k < stop)
-    k, y = k[keep], np.log(values[keep])
-    if len(k) < 3:
-        raise ValueError(
-            f"losses: need at least 3 finite values above the floor {floor:.3g} in [max(start, 1), stop) = "
-            f"[{max(int(start), 1)}, {stop}); got {len(k)}"
-        )
-    (log_rho, a), rss_geo, r2 = _line_fit(k.astype(np.float64), y)
-    (minus_p, log_c), rss_pow, power_r2 = _line_fit(np.log(k), y)
-    preferred = "geometric" if rss_geo <= rss_pow else "power"
-    linear = preferred == "geometric" and log_rho < 0 and r2 >= r2_min
-    p = -minus_p
-    kl_theta = 0.5 if linear else ((1 + p) / (2 * p) if preferred == "power" and p > 1 else None)
-    return RateFit(
-        rho=math.exp(log_rho), log_rho=log_rho, r2=r2, power_p=p, power_c=math.exp(log_c), power_r2=power_r2,
-        preferred=preferred, linear=bool(linear), kl_theta=kl_theta, indices=k, floor=float(floor),
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
-
-
-def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float, float]:
-    """Least squares y ~ b x + a: ((b, a), residual sum of squares, R^2)."""
-    A = np.stack([x, np.ones_like(x)], axis=1)
-    (b, a), *_ = np.linalg.lstsq(A, y, rcond=None)
-    rss = float(np.sum((y - (b * x + a)) ** 2))
-    tss = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - rss / tss if tss > 0 else 1.0
-    return (float(b), float(a)), rss, r2
 
 
 def _matrix(name: str, X, *, bias: bool = False) -> tuple[np.ndarray, float]:

@@ -49,6 +49,7 @@ class Checkpoint(NamedTuple):
     key_data: np.ndarray
     history: dict[str, np.ndarray]
     config: dict[str, Any]
+    movement: np.ndarray
 
 
 def data_fingerprint(*arrays) -> str:
@@ -97,8 +98,13 @@ def check_checkpoint_dir(directory) -> Path:
     return directory
 
 
-def save_checkpoint(directory, blocks, sweep: int, history, *, config: Config, key_data, fingerprint: str) -> Path:
-    """Writes ``directory/checkpoint.npz`` atomically (a temp file, then ``os.replace``)."""
+def save_checkpoint(
+    directory, blocks, sweep: int, history, *, config: Config, key_data, fingerprint: str, movement=None
+) -> Path:
+    """Writes ``directory/checkpoint.npz`` atomically (a temp file, then ``os.replace``).
+
+    ``movement``: the squared step lengths so far (``FitResult.movement``); None: unknown (NaN).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(blocks)
@@ -107,6 +113,7 @@ def save_checkpoint(directory, blocks, sweep: int, history, *, config: Config, k
     arrays["key_data"] = np.asarray(key_data)
     fields = list(history._fields)
     arrays.update({f"history.{name}": np.asarray(getattr(history, name)) for name in fields})
+    arrays["movement"] = np.full(sweep + 1, np.nan) if movement is None else np.asarray(movement, np.float64)
     meta = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -168,7 +175,8 @@ def load_checkpoint(directory, *, config: Config, fingerprint: str, template) ->
                 )
             leaves.append(leaf.astype(want.dtype))
         history = {name: arrays[f"history.{name}"] for name in meta["history_fields"]}
-        sweep, key_data = int(arrays["sweep"]), arrays["key_data"]
+        sweep, key_data, movement = int(arrays["sweep"]), arrays["key_data"], arrays["movement"]
     except KeyError as exc:
         raise ValueError(f"checkpoint_dir: {str(path)!r} is missing {exc}; the file is incomplete") from None
-    return Checkpoint(jax.tree_util.tree_unflatten(treedef, leaves), sweep, key_data, history, meta["config"])
+    tree = jax.tree_util.tree_unflatten(treedef, leaves)
+    return Checkpoint(tree, sweep, key_data, history, meta["config"], movement)

@@ -50,6 +50,9 @@ class FitResult:
       wall_time: seconds of the compiled run (excluding compilation).
       compile_time: seconds spent tracing and compiling.
       diverged_at: the sweep (1-based) whose result was non-finite, or None.
+      movement: ``(sweeps_completed + 1,)`` NumPy array aligned with ``history``: entry k is
+        ``||x_k - x_{k-1}||^2`` over every block array (NaN at entry 0), the squared step
+        lengths :func:`bcd_jax.rates.sufficient_decrease` needs.
     """
 
     params: tuple[jax.Array, ...]
@@ -59,6 +62,7 @@ class FitResult:
     wall_time: float
     compile_time: float
     diverged_at: int | None
+    movement: np.ndarray | None = None
 
     @property
     def sweeps_completed(self) -> int:
@@ -176,6 +180,7 @@ def _fit(
                 f"sweeps >= {saved.sweep} (a resumed run continues to config.sweeps, it does not cut a run short)"
             )
         blocks, done, key_data, past = saved.blocks, saved.sweep, saved.key_data, saved.history
+        moves = [saved.movement]
         if mesh is not None:
             blocks = sharding.shard_blocks(mesh, blocks, algorithm.per_sample(blocks))
         cache = prepare_jit(data, algorithm=algorithm, network=network)
@@ -190,6 +195,7 @@ def _fit(
         if mesh is not None:
             blocks = sharding.shard_blocks(mesh, blocks, algorithm.per_sample(blocks))
         done = 0
+        moves = [np.full(1, np.nan)]
 
     remaining = config.sweeps - done
     chunk = _chunk_length(config.sweeps, checkpoint_every, meter.active, callback)
@@ -205,8 +211,8 @@ def _fit(
             t0 = time.perf_counter()
             out = program(blocks, cache, data, hyper, limit=np.asarray(length, np.int32))
             # The host sync of this chunk: one transfer for everything the host reads.
-            first, history, completed, blocks_finite = jax.device_get(
-                (out.initial, out.history, out.completed, out.blocks_finite)
+            first, history, completed, blocks_finite, movement = jax.device_get(
+                (out.initial, out.history, out.completed, out.blocks_finite, out.movement)
             )
             wall_time += time.perf_counter() - t0
             blocks = out.blocks
@@ -221,6 +227,7 @@ def _fit(
                 )
             kept = jax.tree.map(lambda h: h[:n_done], history)
             chunks.append(kept)
+            moves.append(np.asarray(movement[:n_done], np.float64))
             done += n_done
             remaining -= n_done
             if callback is not None and n_done:
@@ -232,6 +239,7 @@ def _fit(
                     done,
                     _join_history(past, initial, chunks),
                     config=config,
+                    movement=np.concatenate(moves),
                     key_data=key_data,
                     fingerprint=fingerprint,
                 )
@@ -244,7 +252,9 @@ def _fit(
         initial = jax.tree.map(np.asarray, algorithm.info(blocks, data, hyper, network))
     history = _join_history(past, initial, chunks)
     state = BCDState(blocks, cache, jnp.asarray(done, jnp.int32))
-    return FitResult(algorithm.weights(blocks), state, history, config, wall_time, compile_time, diverged_at)
+    return FitResult(
+        algorithm.weights(blocks), state, history, config, wall_time, compile_time, diverged_at, np.concatenate(moves)
+    )
 
 
 def _checked_validation(validation, X, Y, config: Config):

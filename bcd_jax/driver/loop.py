@@ -31,6 +31,9 @@ class LoopOutput(NamedTuple):
       completed: ``(num_sweeps,)`` bools; False from the first skipped or non-finite sweep on.
       blocks_finite: ``(num_sweeps, number of blocks)`` bools: which blocks each sweep left finite
         (tells where a divergence happened).
+      movement: ``(num_sweeps,)``: ``||x_k - x_{k-1}||^2`` summed over every block array (W, V and
+        any other block), the squared step length the sufficient-decrease conditions of
+        :mod:`bcd_jax.rates` need; NaN where a position was skipped or diverged.
     """
 
     blocks: Any
@@ -38,6 +41,7 @@ class LoopOutput(NamedTuple):
     history: Any
     completed: jax.Array
     blocks_finite: jax.Array
+    movement: jax.Array
 
 
 def run_loop(
@@ -65,11 +69,17 @@ def run_loop(
         kept = jax.tree.map(lambda a, b: jnp.where(good, a, b), new, current)
         failed = jnp.logical_and(jnp.logical_not(skip), jnp.logical_not(good))
         finite = jnp.stack([jnp.all(jnp.isfinite(a)) for a in algorithm.block_arrays(new).values()])
-        return (kept, jnp.logical_or(halted, failed)), (info, good, finite)
+        moved = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(_arrays(algorithm, kept), _arrays(algorithm, current)))
+        moved = jnp.where(good, moved, jnp.nan)
+        return (kept, jnp.logical_or(halted, failed)), (info, good, finite, moved)
 
     positions = jnp.arange(num_sweeps, dtype=jnp.int32)
-    (blocks, _), (history, completed, finite) = lax.scan(body, (blocks, jnp.asarray(False)), positions)
-    return LoopOutput(blocks, initial, history, completed, finite)
+    (blocks, _), (history, completed, finite, movement) = lax.scan(body, (blocks, jnp.asarray(False)), positions)
+    return LoopOutput(blocks, initial, history, completed, finite, movement)
+
+
+def _arrays(algorithm: Algorithm, blocks):
+    return [a for a in algorithm.block_arrays(blocks).values() if jnp.issubdtype(a.dtype, jnp.floating)]
 
 
 def prepare_and_init(weights, data: Data, *, algorithm: Algorithm, network: Network):

@@ -322,6 +322,8 @@ class BatchRun(NamedTuple):
       history: per-sweep diagnostics, ``(members, sweeps, ...)``; NaN after a divergence.
       completed: ``(members, sweeps)`` booleans, False from the first non-finite sweep on.
       blocks_finite: ``(members, sweeps, number of blocks)``: which blocks each sweep left finite.
+      movement: ``(members, sweeps)``: each sweep's squared step length over every block array
+        (NaN after a divergence; see :mod:`bcd_jax.rates`).
       compile_time: seconds spent compiling (0 when the program was cached).
       wall_time: seconds of the compiled run.
     """
@@ -331,6 +333,7 @@ class BatchRun(NamedTuple):
     history: Any
     completed: jax.Array
     blocks_finite: jax.Array
+    movement: jax.Array
     compile_time: float
     wall_time: float
 
