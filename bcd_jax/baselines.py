@@ -39,7 +39,7 @@ from bcd_jax.config import Config
 from bcd_jax.driver.functional import checked_data
 from bcd_jax.driver.functional import init_params as draw_init_params
 from bcd_jax.network import Network, input_features, network_output
-from bcd_jax.validation import check_int, check_weights
+from bcd_jax.validation import check_bool, check_int, check_weights
 
 __all__ = ["BackpropResult", "OBJECTIVES", "fit_backprop", "objective"]
 
@@ -65,6 +65,8 @@ class BackpropResult(NamedTuple):
       loss: ``"squared"`` or the name of the network's loss that was minimised.
       per: ``"step"`` (full batch) or ``"epoch"`` (mini-batch): what one history entry is.
       learning_rate: the learning rate given with an optimiser factory, else None.
+      val_curve: with ``track_validation=True``, the validation accuracy (classification) or
+        MSE (regression) after each iteration, aligned with ``train_loss``; else None.
     """
 
     params: tuple[jax.Array, ...]
@@ -75,6 +77,7 @@ class BackpropResult(NamedTuple):
     loss: str
     per: str
     learning_rate: float | None
+    val_curve: np.ndarray | None = None
 
     @property
     def iterations(self) -> int:
@@ -130,8 +133,20 @@ def _add(params, updates):
     return jax.tree.map(lambda w, u: w + u, params, updates)
 
 
-def _train(params, features, Y, learning_rate, key, *, network, loss, optimizer, factory, iterations, batch_size):
-    """``iterations`` steps or epochs under one ``lax.scan``; returns params and the objective trace."""
+def _val_metric(params, val, network: Network):
+    """Validation accuracy (classification) or mean ||f - y||^2 (regression), as bcd_jax.fit reports them."""
+    if val is None:
+        return jnp.zeros((), jnp.float32)
+    features, Y = val
+    pred = network_output(params, features, network)
+    if network.loss_fn.task == "regression":
+        return jnp.mean(jnp.sum((pred - Y) ** 2, axis=-1))
+    return network.loss_fn.accuracy(pred, Y).astype(features.dtype)
+
+
+def _train(params, features, Y, learning_rate, key, val, *, network, loss, optimizer, factory, iterations, batch_size):
+    """``iterations`` steps or epochs under one ``lax.scan``; returns params, the objective trace
+    and the validation trace (zeros without ``val``)."""
     opt = optimizer(learning_rate) if factory else optimizer
     value_and_grad = jax.value_and_grad(functools.partial(_objective, network=network, loss=loss))
 
@@ -141,11 +156,12 @@ def _train(params, features, Y, learning_rate, key, *, network, loss, optimizer,
             p, state = carry
             value, grads = value_and_grad(p, features, Y)
             updates, state = opt.update(grads, state, p)
-            return (_add(p, updates), state), value
+            return (_add(p, updates), state), (value, _val_metric(p, val, network))
 
-        (params, _), trace = lax.scan(step, (params, opt.init(params)), None, length=iterations)
+        (params, _), (trace, val_trace) = lax.scan(step, (params, opt.init(params)), None, length=iterations)
         final = _objective(params, features, Y, network=network, loss=loss)
-        return params, jnp.concatenate([trace, final[None]])
+        val_final = _val_metric(params, val, network)
+        return params, jnp.concatenate([trace, final[None]]), jnp.concatenate([val_trace, val_final[None]])
 
     n = features.shape[0]
     batches = n // batch_size  # the remainder of each shuffled epoch is dropped
@@ -159,11 +175,15 @@ def _train(params, features, Y, learning_rate, key, *, network, loss, optimizer,
 
         order = jax.random.permutation(epoch_key, n)[: batches * batch_size].reshape(batches, batch_size)
         carry, _ = lax.scan(step, carry, order)
-        return carry, _objective(carry[0], features, Y, network=network, loss=loss)
+        return carry, (
+            _objective(carry[0], features, Y, network=network, loss=loss),
+            _val_metric(carry[0], val, network),
+        )
 
     initial = _objective(params, features, Y, network=network, loss=loss)
-    (params, _), trace = lax.scan(epoch, (params, opt.init(params)), jax.random.split(key, iterations))
-    return params, jnp.concatenate([initial[None], trace])
+    val_initial = _val_metric(params, val, network)
+    (params, _), (trace, val_trace) = lax.scan(epoch, (params, opt.init(params)), jax.random.split(key, iterations))
+    return params, jnp.concatenate([initial[None], trace]), jnp.concatenate([val_initial[None], val_trace])
 
 
 def _abstract(tree):
@@ -212,6 +232,7 @@ def fit_backprop(
     key: jax.Array | None = None,
     init_params=None,
     validation: tuple | None = None,
+    track_validation: bool = False,
 ) -> BackpropResult:
     """Trains ``config``'s network by backpropagation with an optax optimiser.
 
@@ -234,6 +255,9 @@ def fit_backprop(
       key: PRNG key of the initial weights; default ``jax.random.key(config.seed)`` (``bcd_jax.fit``'s).
       init_params: ``(W_1, ..., W_L)`` to start from instead of drawing them.
       validation: optional ``(X_val, Y_val)`` for the final ``metrics.val_*``.
+      track_validation: also record the validation accuracy / MSE after every iteration
+        (``val_curve``; for time-to-accuracy comparisons: it is computed inside the timed run,
+        as ``bcd_jax.fit`` computes its validation history). Needs ``validation``.
 
     Returns:
       A :class:`BackpropResult`.
@@ -271,6 +295,9 @@ def fit_backprop(
             "its rate; pass a factory such as optax.adam instead, or no learning_rate"
         )
     shuffle_seed = check_int("shuffle_seed", shuffle_seed, low=0)
+    track_validation = check_bool("track_validation", track_validation)
+    if track_validation and validation is None:
+        raise ValueError("track_validation: True needs validation=(X_val, Y_val)")
 
     X, Y = checked_data(X, Y, config, init_params)
     n, d_in, d_out = X.shape[0], X.shape[1], Y.shape[1]
@@ -301,10 +328,11 @@ def fit_backprop(
     features = input_features(X, network.bias)
     rate = np.asarray(0.0 if learning_rate is None else learning_rate, X.dtype)
     shuffle_key = jax.random.key(shuffle_seed)
-    args = (params, features, Y, rate, shuffle_key)
+    tracked = (input_features(val[0], network.bias), val[1]) if track_validation else None
+    args = (params, features, Y, rate, shuffle_key, tracked)
     compiled, compile_time = _compiled(network, loss, optimizer, factory, iterations, batch_size, _abstract(args))
     t0 = time.perf_counter()
-    trained, trace = jax.block_until_ready(compiled(*args))
+    trained, trace, val_trace = jax.block_until_ready(compiled(*args))
     wall_time = time.perf_counter() - t0
 
     scale = 1.0 if loss == "squared" else network.loss_fn.report_scale
@@ -321,6 +349,7 @@ def fit_backprop(
         name,
         per,
         None if learning_rate is None else float(learning_rate),
+        np.asarray(val_trace, np.float64) if track_validation else None,
     )
 
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
-_RUN_FILES = ("config.json", "diagnostics.jsonl", "params.npz", "loss.png")
+_RUN_FILES = ("config.json", "diagnostics.jsonl", "metrics.json", "params.npz", "loss.png")
 _EPILOG = """exit status:
   0  every run finished
   2  an error in the input (one line on stderr naming the argument)
@@ -131,7 +131,7 @@ def _cmd_run(args) -> int:
 
     from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
     from bcd_jax.driver.fit import BCDDivergenceWarning, fit
-    from bcd_jax.experiments import load_experiment, plot_experiment, teacher_data
+    from bcd_jax.experiments import experiment_data, load_experiment, plot_experiment, run_metrics
     from bcd_jax.io import FolderLock, atomic_write, atomic_write_text, dumps_json
 
     config, data, _ = load_experiment(args.config)
@@ -168,13 +168,16 @@ def _cmd_run(args) -> int:
         if args.overwrite and args.resume is None:
             (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fresh run, not a continuation
 
-        X, Y = teacher_data(config, data)
+        split = experiment_data(config, data)
+        X, Y = split.X_train, split.y_train
+        validation = (split.X_test, split.y_test) if len(split.X_test) else None
         if not quiet:
             hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
             network = config.network
+            held_out = f", {len(split.X_test)} test" if validation is not None else ""
             print(
                 f"bcd-jax run {args.config}: {config.algorithm.name}, L={network.depth}, r={network.width}, "
-                f"n={data.n}, d_in={data.d_in}, {hyper}, K={config.sweeps}"
+                f"{split.name} n={X.shape[0]}{held_out}, d_in={X.shape[1]}, {hyper}, K={config.sweeps}"
                 + (f", resuming {out}" if args.resume is not None else "")
             )
         with warnings.catch_warnings(record=True) as caught:
@@ -188,6 +191,7 @@ def _cmd_run(args) -> int:
                 checkpoint_every=args.checkpoint_every,
                 resume=args.resume is not None,
                 progress=progress,
+                validation=validation,
             )
         divergence = [str(w.message) for w in caught if issubclass(w.category, BCDDivergenceWarning)]
         for w in caught:  # anything else is shown as usual; the divergence becomes one line below
@@ -199,9 +203,12 @@ def _cmd_run(args) -> int:
         )
         h = result.history
         lines = [
-            dumps_json({"sweep": k, **{name: v[k] for name, v in h._asdict().items()}}) for k in range(len(h.train_mse))
+            dumps_json({"sweep": k, **{name: v[k] for name, v in h._asdict().items()}, "movement": result.movement[k]})
+            for k in range(len(h.train_mse))
         ]
         atomic_write_text(out / "diagnostics.jsonl", "\n".join(lines) + "\n")
+        metrics = run_metrics(result, split)
+        atomic_write_text(out / "metrics.json", dumps_json(metrics, indent=2) + "\n")
         weights = {f"W_{j}": np.asarray(w) for j, w in enumerate(result.params, start=1)}
         atomic_write(out / "params.npz", lambda fh: np.savez(fh, **weights))
         plot_experiment(
@@ -217,6 +224,9 @@ def _cmd_run(args) -> int:
             f"train MSE {mse[0]:.3e} -> {mse[-1]:.3e} ({state}; run {result.wall_time:.2f} s, "
             f"compile {result.compile_time:.2f} s)"
         )
+        tested = [f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("test_")]
+        if tested:
+            print(", ".join(tested))
         print(f"wrote {out}/: {', '.join(_RUN_FILES)}, checkpoint/")
     if result.diverged_at is not None:
         detail = divergence[0] if divergence else f"BCD diverged at sweep {result.diverged_at}"

@@ -3,17 +3,24 @@
 An experiment file holds the run's tables (``[network]``, ``[algorithm]``, ``[hyper]``,
 ``[run]``; see :func:`bcd_jax.load_config`) and two more::
 
-    [data]        # the teacher problem (bcd_jax.teacher_problem)
+    [data]        # the teacher problem (bcd_jax.teacher_problem) ...
     n = 500
     d_in = 600
     teacher_width = 30
     seed = 0
+    n_test = 500  # optional: held-out samples of the same teacher (test metrics)
+
+    [data]        # ... or a bundled real data set (bcd_jax.datasets; needs scikit-learn)
+    dataset = "digits"    # "digits", "breast_cancer" or "diabetes"
+    test_fraction = 0.25
+    seed = 0              # the split's seed
 
     [experiment]  # extra runs on the same data and initial weights, drawn dashed
     compare = ["relu_noskip"]
 
-``run_experiment`` trains the main run and each comparison run (``algorithm.name`` swapped,
-everything else equal) and returns their results; ``plot_experiment`` draws the figure.
+:func:`experiment_data` builds the data as a :class:`bcd_jax.datasets.Dataset` (train and
+test arrays); ``run_experiment`` trains the main run and each comparison run (``algorithm.name``
+swapped, everything else equal) and returns their results; ``plot_experiment`` draws the figure.
 Dotted keys (``hyper.gamma``, ``network.width``, ``algorithm.k_v``, ``sweeps``, ``seed``,
 ``data.n``) change one field of an experiment: :func:`apply_overrides`.
 """
@@ -31,31 +38,46 @@ import numpy as np
 
 from bcd_jax.algorithms import get_algorithm
 from bcd_jax.config import Config, load_config, read_toml
-from bcd_jax.data import teacher_problem
+from bcd_jax.data import teacher_split
+from bcd_jax.datasets import DATASETS, Dataset, load_dataset
 from bcd_jax.driver.fit import FitResult, fit
-from bcd_jax.driver.functional import init_params
+from bcd_jax.driver.functional import checked_data, init_params
 from bcd_jax.io import atomic_write
 from bcd_jax.network import Network
-from bcd_jax.validation import check_int
+from bcd_jax.rates import rate_report
+from bcd_jax.validation import check_choice, check_float, check_int
 
 __all__ = [
     "DataSpec",
     "ExperimentSpec",
     "apply_overrides",
     "check_override_key",
+    "experiment_data",
     "load_experiment",
     "plot_experiment",
+    "run_metrics",
     "run_experiment",
     "summarize",
     "teacher_data",
 ]
 
 
+TEACHER = "teacher"
+_TEACHER_FIELDS = ("n", "d_in", "teacher_width", "d_out", "n_test")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """The teacher problem of Section 6 (``x ~ N(0, I)``, one-hidden-layer teacher, same activation).
+    """An experiment's data: the teacher problem of Section 6 or a bundled real data set.
 
-    Every field is an int: ``seed >= 0``, the others ``>= 1``.
+    Attributes:
+      dataset: ``"teacher"`` (``x ~ N(0, I)``, a one-hidden-layer teacher with the network's
+        first activation) or a name of ``bcd_jax.datasets.DATASETS`` (same split and
+        preprocessing as ``bcd_jax.datasets.load_dataset``).
+      n, d_in, teacher_width, d_out: the teacher problem's sizes (ints >= 1; teacher only).
+      n_test: held-out teacher samples (int >= 0; teacher only).
+      test_fraction: the held-out share of a real data set (in (0, 1); real data only).
+      seed: the teacher's key, or the real data set's split seed (int >= 0).
     """
 
     n: int = 500
@@ -63,11 +85,28 @@ class DataSpec:
     teacher_width: int = 30
     d_out: int = 1
     seed: int = 0
+    n_test: int = 0
+    dataset: str = TEACHER
+    test_fraction: float = 0.25
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):
-            low = 0 if field.name == "seed" else 1
-            object.__setattr__(self, field.name, check_int(f"data.{field.name}", getattr(self, field.name), low=low))
+        for name in ("n", "d_in", "teacher_width", "d_out", "seed", "n_test"):
+            low = 0 if name in ("seed", "n_test") else 1
+            object.__setattr__(self, name, check_int(f"data.{name}", getattr(self, name), low=low))
+        check_choice("data.dataset", self.dataset, (TEACHER, *sorted(DATASETS)))
+        object.__setattr__(
+            self,
+            "test_fraction",
+            check_float("data.test_fraction", self.test_fraction, low=0, high=1, low_open=True, high_open=True),
+        )
+        if self.dataset != TEACHER:
+            defaults = DataSpec()
+            changed = [f for f in _TEACHER_FIELDS if getattr(self, f) != getattr(defaults, f)]
+            if changed:
+                raise ValueError(
+                    f"data: {changed} describe the teacher problem; with dataset = {self.dataset!r} give only "
+                    "dataset, test_fraction and seed"
+                )
 
     def replace(self, **changes) -> DataSpec:
         return dataclasses.replace(self, **changes)
@@ -112,8 +151,24 @@ def load_experiment(path: str | Path) -> tuple[Config, DataSpec, ExperimentSpec]
 
 def teacher_data(config: Config, data: DataSpec, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """The teacher problem ``data`` describes, with the first hidden layer's activation of ``config`` (Section 6)."""
+    if data.dataset != TEACHER:
+        raise ValueError(f"data: dataset = {data.dataset!r} is not the teacher problem; use experiment_data")
+    split = experiment_data(config, data, dtype)
+    return jnp.asarray(split.X_train), jnp.asarray(split.y_train)
+
+
+def experiment_data(config: Config, data: DataSpec, dtype=jnp.float32) -> Dataset:
+    """``data`` as a :class:`bcd_jax.datasets.Dataset`: the training and the test arrays.
+
+    The teacher problem's training set is :func:`bcd_jax.teacher_problem`'s (the Section 6
+    data) and its test set ``n_test`` fresh samples of the same teacher (``bcd_jax.data.teacher_split``).
+    A real data set is loaded with ``bcd_jax.datasets.load_dataset(dataset, test_fraction=...,
+    seed=...)`` (needs scikit-learn).
+    """
+    if data.dataset != TEACHER:
+        return load_dataset(data.dataset, test_fraction=data.test_fraction, seed=data.seed)
     network = config.network
-    return teacher_problem(
+    X, Y, X_test, Y_test = teacher_split(
         jax.random.key(data.seed),
         n=data.n,
         d_in=data.d_in,
@@ -122,7 +177,9 @@ def teacher_data(config: Config, data: DataSpec, dtype=jnp.float32) -> tuple[jax
         negative_slope=network.negative_slope,
         d_out=data.d_out,
         dtype=dtype,
+        n_test=data.n_test,
     )
+    return Dataset(TEACHER, "regression", None, *(np.asarray(a) for a in (X, Y, X_test, Y_test)))
 
 
 # --------------------------------------------------------------------------------------
@@ -191,20 +248,59 @@ def apply_overrides(config: Config, data: DataSpec, overrides: dict[str, Any]) -
 def run_experiment(
     config: Config, data: DataSpec, experiment: ExperimentSpec = ExperimentSpec(), *, progress: Any = "auto"
 ) -> dict[str, FitResult]:
-    """Trains the main run and every comparison run on one teacher problem.
+    """Trains the main run and every comparison run on the experiment's data.
 
     All runs share the data and the initial weights (drawn once for the main algorithm, so a
-    comparison differs only in its update rule). Returns ``{algorithm name: FitResult}``.
-    ``progress`` is passed to ``bcd_jax.fit``.
+    comparison differs only in its update rule); the test set, when there is one, is the
+    validation set of every run. Returns ``{algorithm name: FitResult}``. ``progress`` is passed
+    to ``bcd_jax.fit``.
     """
-    X, Y = teacher_data(config, data)
-    params = init_params(jax.random.key(config.seed), config, data.d_in, data.d_out, dtype=X.dtype)
-    results = {config.algorithm.name: fit(X, Y, config, init_params=params, progress=progress)}
-    for name in experiment.compare:
-        results[name] = fit(
-            X, Y, config.with_overrides({"algorithm.name": name}), init_params=params, progress=progress
-        )
-    return results
+    split = experiment_data(config, data)
+    X, Y = split.X_train, split.y_train
+    validation = (split.X_test, split.y_test) if len(split.X_test) else None
+    d_out = checked_data(X, Y, config, None)[1].shape[1]  # the encoded targets' width (classes, outputs)
+    params = init_params(jax.random.key(config.seed), config, X.shape[1], d_out, dtype=X.dtype)
+    runs = {config.algorithm.name: config}
+    runs.update({name: config.with_overrides({"algorithm.name": name}) for name in experiment.compare})
+    return {
+        name: fit(X, Y, run, init_params=params, validation=validation, progress=progress) for name, run in runs.items()
+    }
+
+
+def run_metrics(result: FitResult, split: Dataset) -> dict[str, Any]:
+    """The final numbers of one run on ``split``: training loss, train/test accuracy or MSE, time, rate.
+
+    ``test_*`` entries appear when the split has a test set; for a regression set whose target
+    was standardised, ``test_mse_raw`` is the test MSE in the target's own units. ``rate`` is
+    :func:`bcd_jax.rates.rate_report`'s summary of the run's objective (F* taken as 0 for the
+    teacher problem, else the last value with the fit stopped at 80% of the run).
+    """
+    h = result.history
+    task = result.config.resolved_network.loss_fn.task
+    last = {name: float(np.asarray(getattr(h, name))[-1]) for name in ("train_loss", "train_mse", "objective")}
+    out: dict[str, Any] = {
+        "data": split.name,
+        "algorithm": result.config.algorithm.name,
+        "sweeps_completed": result.sweeps_completed,
+        "diverged_at": result.diverged_at,
+        **last,
+        "wall_time_s": result.wall_time,
+        "compile_time_s": result.compile_time,
+    }
+    if task != "regression":
+        out["train_accuracy"] = float(h.train_accuracy[-1])
+    if len(split.X_test):
+        if task == "regression":
+            out["test_mse"] = float(h.val_mse[-1])
+            if split.target_scale != 1.0:
+                out["test_mse_raw"] = float(h.val_mse[-1]) * split.target_scale**2
+        else:
+            out["test_accuracy"] = float(h.val_accuracy[-1])
+    teacher = split.name == TEACHER
+    stop = None if teacher else max(3, int(0.8 * len(h.train_loss)))
+    report = rate_report(h.objective, result.movement, reference=0.0 if teacher else "final", stop=stop)
+    out["rate"] = report.summary()
+    return out
 
 
 def summarize(result: FitResult, at_sweep: int | None = None) -> dict[str, Any]:

@@ -123,6 +123,36 @@ def test_backprop_baseline_mini_batches_with_the_network_loss():
         fit_backprop(X, y, config, optimizer=optax.sgd(0.1), epochs=1, batch_size=100)
 
 
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "squared"])
+def test_backprop_validation_curve_is_each_iterates_validation_metric(loss):
+    """val_curve[k] is the metric of the network after k steps, as bcd_jax.fit's history reports it."""
+    optax = pytest.importorskip("optax")
+    from bcd_jax.baselines import fit_backprop
+
+    rng = np.random.default_rng(1)
+    X, Xv = rng.normal(size=(40, 4)).astype(np.float32), rng.normal(size=(15, 4)).astype(np.float32)
+    if loss == "squared":
+        y, yv = rng.normal(size=(40, 2)).astype(np.float32), rng.normal(size=(15, 2)).astype(np.float32)
+    else:
+        y, yv = rng.integers(0, 3, 40), rng.integers(0, 3, 15)
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=2, width=6, bias=True, loss=loss), seed=1)
+    kwargs = dict(optimizer=optax.adam, learning_rate=0.05, validation=(Xv, yv), track_validation=True)
+    result = fit_backprop(X, y, config, steps=3, **kwargs)
+    assert result.val_curve.shape == (4,)
+    params = bcd_jax.init_params(jax.random.key(1), config, 4, 2 if loss == "squared" else 3)
+    for k in range(4):
+        at_k = params if k == 0 else fit_backprop(X, y, config, steps=k, **kwargs).params
+        pred = np.asarray(bcd_jax.predict(at_k, Xv, config))
+        want = np.mean(np.sum((pred - yv) ** 2, -1)) if loss == "squared" else np.mean(pred.argmax(-1) == yv)
+        assert result.val_curve[k] == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert result.val_curve[-1] == pytest.approx(
+        result.metrics.val_mse if loss == "squared" else result.metrics.val_accuracy, rel=1e-5
+    )
+    assert fit_backprop(X, y, config, steps=2, optimizer=optax.adam, learning_rate=0.05).val_curve is None
+    with pytest.raises(ValueError, match="track_validation: True needs validation"):
+        fit_backprop(X, y, config, steps=2, optimizer=optax.adam, learning_rate=0.05, track_validation=True)
+
+
 def test_timing_helpers_time_calls_and_account_for_contention():
     from bcd_jax import timing
 

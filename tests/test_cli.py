@@ -15,7 +15,15 @@ import pytest
 import bcd_jax
 from bcd_jax import cli
 from bcd_jax.config import config_from_dict
-from bcd_jax.experiments import DataSpec, load_experiment, plot_experiment, run_experiment, summarize
+from bcd_jax.datasets import load_dataset
+from bcd_jax.experiments import (
+    DataSpec,
+    experiment_data,
+    load_experiment,
+    plot_experiment,
+    run_experiment,
+    summarize,
+)
 
 TINY = """
 [network]
@@ -98,7 +106,7 @@ def test_run_writes_one_output_folder(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["run", str(tiny), "--out", str(out), "--set", "hyper.gamma=0.3", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
-    files = ["checkpoint", "config.json", "diagnostics.jsonl", "loss.png", "params.npz"]
+    files = ["checkpoint", "config.json", "diagnostics.jsonl", "loss.png", "metrics.json", "params.npz"]
     assert sorted(p.name for p in out.iterdir()) == files
 
     saved = json.loads((out / "config.json").read_text())
@@ -110,15 +118,78 @@ def test_run_writes_one_output_folder(tiny, tmp_path, capsys):
 
     lines = read_jsonl(out / "diagnostics.jsonl")
     assert [line["sweep"] for line in lines] == [0, 1, 2, 3, 4]
-    assert set(lines[0]) == {"sweep", *bcd_jax.Diagnostics._fields}
+    assert set(lines[0]) == {"sweep", "movement", *bcd_jax.Diagnostics._fields}
     for name in bcd_jax.Diagnostics._fields:
         written = np.array([line[name] for line in lines], dtype=float)  # null -> NaN
         np.testing.assert_array_equal(written, getattr(expected.history, name), err_msg=name)
+    np.testing.assert_array_equal(np.array([line["movement"] for line in lines], dtype=float), expected.movement)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_mse"] == pytest.approx(float(expected.history.train_mse[-1]))
+    assert metrics["sweeps_completed"] == 4 and "test_mse" not in metrics  # no held-out teacher samples
     with np.load(out / "params.npz") as params:
         assert sorted(params.files) == ["W_1", "W_2", "W_3"]
         for j, w in enumerate(expected.params, start=1):
             np.testing.assert_array_equal(params[f"W_{j}"], w)
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_on_a_bundled_data_set_writes_its_test_metrics(tmp_path, capsys):
+    """An experiment file can name a real data set; the run is validated on its test split."""
+    path = tmp_path / "cancer.toml"
+    path.write_text(
+        '[network]\ndepth = 2\nwidth = 8\nloss = "logistic"\nbias = true\n'
+        '[algorithm]\nname = "whole_objective"\n[run]\nsweeps = 3\n'
+        '[data]\ndataset = "breast_cancer"\ntest_fraction = 0.3\nseed = 2\n'
+    )
+    out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "breast_cancer n=398, 171 test" in printed and "test_accuracy" in printed
+    data = load_dataset("breast_cancer", test_fraction=0.3, seed=2)
+    config = config_from_dict({k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "data"})
+    expected = bcd_jax.fit(
+        data.X_train, data.y_train, config, key=jax.random.key(0), validation=(data.X_test, data.y_test), progress=None
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "breast_cancer" and metrics["sweeps_completed"] == 3
+    assert metrics["test_accuracy"] == pytest.approx(float(expected.history.val_accuracy[-1]))
+    assert metrics["train_accuracy"] == pytest.approx(float(expected.history.train_accuracy[-1]))
+    assert metrics["rate"].startswith("K=")  # whole_objective never increases F
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (
+            'dataset = "mnist"',
+            r"data.dataset: expected one of \('teacher', 'breast_cancer', 'diabetes', 'digits'\), got 'mnist'",
+        ),
+        ('dataset = "digits"\nn = 40', r"\['n'\] describe the teacher problem"),
+        ('dataset = "digits"\ntest_fraction = 1.0', r"data.test_fraction"),
+        ("n_test = -1", r"data.n_test: expected an int >= 0"),
+    ],
+)
+def test_bad_data_tables_are_named(tmp_path, table, message):
+    path = tmp_path / "bad.toml"
+    path.write_text("[data]\n" + table + "\n")
+    with pytest.raises(ValueError, match=message):
+        load_experiment(path)
+
+
+def test_teacher_test_samples_come_from_the_same_teacher():
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=2, width=3))
+    split = experiment_data(config, DataSpec(n=10, d_in=12, teacher_width=3, n_test=5, seed=3))
+    X, Y = bcd_jax.teacher_problem(jax.random.key(3), n=10, d_in=12, teacher_width=3)
+    np.testing.assert_array_equal(split.X_train, X)
+    np.testing.assert_array_equal(split.y_train, Y)
+    assert split.X_test.shape == (5, 12) and not np.allclose(split.X_test[:5], X[:5])
+    # the teacher of the training targets, drawn as bcd_jax.teacher_problem documents it
+    _, kb, ka = jax.random.split(jax.random.key(3), 3)
+    B = np.asarray(jax.random.normal(kb, (3, 12))) / np.sqrt(12)
+    A = np.asarray(jax.random.normal(ka, (1, 3))) / np.sqrt(3)
+    teacher = lambda x: np.maximum(x @ B.T, 0.5 * (x @ B.T)) @ A.T  # noqa: E731
+    np.testing.assert_allclose(teacher(np.asarray(X)), Y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(teacher(split.X_test), split.y_test, rtol=1e-5, atol=1e-6)
 
 
 def test_existing_output_folder_is_not_overwritten(tiny, tmp_path, capsys):
