@@ -4,6 +4,7 @@ blocks against brute force, and F never increases (without resync), for n > d_in
 from __future__ import annotations
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -140,3 +141,53 @@ def test_teacher_problem_training_error_falls_by_1e3_within_30_sweeps():
     )
     mse = bcd_jax.fit(X, Y, config, key=jax.random.key(1), progress=None).history.train_mse
     assert mse[-1] <= 1e-3 * mse[0], mse[[0, 10, 20, 30]]
+
+
+def _lapack_factorisations_in_order(hlo: str) -> list[str]:
+    """The batched LAPACK factorisations (LU, Cholesky) of an HLO module's entry computation,
+    each checked to depend on the one before (raises AssertionError for two independent ones)."""
+    entry = hlo[hlo.index("ENTRY") :]
+    operands: dict[str, set[str]] = {}
+    calls = []
+    for line in entry.splitlines():
+        match = re.match(r"\s*(?:ROOT )?(%[\w.\-]+) = (.*)", line)
+        if not match:
+            continue
+        name, rest = match.groups()
+        operands[name] = set(re.findall(r"%[\w.\-]+", rest))
+        if re.search(r'custom_call_target="lapack_[sd](getrf|potrf)_ffi"', rest) and re.match(r"\(?f\d+\[\d+,\d+,\d+", rest):
+            calls.append(name)
+
+    def ancestors(name, seen=None):
+        seen = set() if seen is None else seen
+        for parent in operands.get(name, ()):
+            if parent not in seen:
+                seen.add(parent)
+                ancestors(parent, seen)
+        return seen
+
+    for a, b in itertools.combinations(calls, 2):
+        assert a in ancestors(b) or b in ancestors(a), f"{a} and {b} can run at the same time"
+    return calls
+
+
+def test_batched_factorisations_never_run_concurrently():
+    """jaxlib 0.10.2's batched LU / Cholesky kernels deadlock the CPU thread pool when two run at
+    once (seen on 2 cores, about every other run, with this network on the digits); the exact
+    sweep orders every batched factorisation after the block before it."""
+    from bcd_jax.algorithms import make_data
+    from bcd_jax.driver.functional import checked_data
+
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(depth=4, width=6, bias=True, loss="squared_multiclass"),
+        algorithm=WholeObjective(inner="exact", k_v=1, k_w=1, spectral_diagnostics=False),
+        hyper={"weight_decay": 1e-3},
+    )
+    rng = np.random.default_rng(0)
+    X, Y = checked_data(rng.normal(size=(30, 5)).astype(np.float32), rng.integers(0, 3, 30), config)
+    network, algorithm = config.resolved_network, config.algorithm
+    data = make_data(X, Y, network, None)
+    state = bcd_jax.init_state(bcd_jax.init_params(jax.random.key(0), config, 5, 3), X, Y, config)
+    step = jax.jit(lambda blocks, cache, hyper: algorithm.step(blocks, data, cache, hyper, network))
+    hlo = step.lower(state.blocks, state.cache, config.hyper_arrays(np.float32)).compile().as_text()
+    assert len(_lapack_factorisations_in_order(hlo)) >= 4  # W_3, V_2, W_2, V_1, W_1 Newton systems

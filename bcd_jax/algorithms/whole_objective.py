@@ -266,6 +266,11 @@ class WholeObjective(LayerOutputBlocks):
             eye = jnp.eye(v_in.shape[1], dtype=w_.dtype)
             systems = g * jnp.einsum("ik,ia,ib->kab", d * d, v_in, v_in) / n + ridge * eye
             rhs = g * jnp.einsum("ik,ia->ka", d * (target - offset), v_in) / n + (ridge - lam) * w_
+            # The systems depend only on the old W and V, so XLA would factor them while another
+            # block's batched solve runs, and two concurrent batched LAPACK calls deadlock jaxlib
+            # 0.10.2's CPU thread pool (seen on 2 cores). A data dependency on rhs (which holds the
+            # block above's new values) orders the factorisation after that block's solve.
+            systems = systems + 0.0 * jnp.sum(rhs)
             newton = jnp.linalg.solve(systems, rhs[..., None])[..., 0]
             better = row_objectives(newton) < row_objectives(gd)
             return jnp.where(better[:, None], newton, gd)
