@@ -155,7 +155,8 @@ def _lapack_factorisations_in_order(hlo: str) -> list[str]:
             continue
         name, rest = match.groups()
         operands[name] = set(re.findall(r"%[\w.\-]+", rest))
-        if re.search(r'custom_call_target="lapack_[sd](getrf|potrf)_ffi"', rest) and re.match(r"\(?f\d+\[\d+,\d+,\d+", rest):
+        factorisation = re.search(r'custom_call_target="lapack_[sd](getrf|potrf)_ffi"', rest)
+        if factorisation and re.match(r"\(?f\d+\[\d+,\d+,\d+", rest):  # batched: a rank-3 operand
             calls.append(name)
 
     def ancestors(name, seen=None):
