@@ -31,13 +31,17 @@ def spectral_norm(W):
     return np.sqrt(W.shape[0] * top_gram_eigenvalue(W))
 
 
-def sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, loss_grad, beta, resync=False):
-    """One gd sweep; ``loss_grad(pred, y)`` is the gradient of the per-sample loss, ``beta`` its smoothness."""
+def sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, loss_grad, beta, resync=False, decay=1.0):
+    """One gd sweep; ``loss_grad(pred, y)`` is the gradient of the per-sample loss, ``beta`` its smoothness.
+
+    Layer j's term has weight ``g[j] = gamma * decay ** (L - 1 - j)``.
+    """
     f, df = leaky(slope)
     W = [None if w is None else w.copy() for w in W]
     V = [np.array(v, dtype=float) for v in V]
     L = len(W) - 1
     n = Y.shape[0]
+    g = {j: gamma * decay ** (L - 1 - j) for j in range(1, L)}
     if resync:
         for i in range(n):
             for j in range(1, L):
@@ -53,43 +57,43 @@ def sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, loss_grad
         for i in range(n):
             grad = grad + np.outer(loss_grad(W[L] @ V[L - 1][i], Y[i]), V[L - 1][i]) / n
         W[L] = W[L] - step * grad
-    # V_{L-1}: loss(W_L v, y) + gamma/2 ||v - a||^2.
-    step = eta_v / (beta * spectral_norm(W[L]) ** 2 + gamma)
+    # V_{L-1}: loss(W_L v, y) + g_{L-1}/2 ||v - a||^2.
+    step = eta_v / (beta * spectral_norm(W[L]) ** 2 + g[L - 1])
     for i in range(n):
         a = own(L - 1, i)
         v = V[L - 1][i]
         for _ in range(k_v):
-            v = v - step * (W[L].T @ loss_grad(W[L] @ v, Y[i]) + gamma * (v - a))
+            v = v - step * (W[L].T @ loss_grad(W[L] @ v, Y[i]) + g[L - 1] * (v - a))
         V[L - 1][i] = v
     for j in range(L - 1, 0, -1):
-        # W_j: gamma/2 mean_i ||f(W v_{j-1}) (+v_{j-1}) - v_j||^2 + lam/2 ||W||^2.
-        step = eta_w / (gamma * top_gram_eigenvalue(V[j - 1]) + lam)
+        # W_j: g_j/2 mean_i ||f(W v_{j-1}) (+v_{j-1}) - v_j||^2 + lam/2 ||W||^2.
+        step = eta_w / (g[j] * top_gram_eigenvalue(V[j - 1]) + lam)
         for _ in range(k_w):
             grad = lam * W[j]
             for i in range(n):
                 z = W[j] @ V[j - 1][i]
                 e = f(z) + (V[j - 1][i] if skip and j >= 2 else 0.0) - V[j][i]
-                grad = grad + gamma * np.outer(df(z) * e, V[j - 1][i]) / n
+                grad = grad + g[j] * np.outer(df(z) * e, V[j - 1][i]) / n
             W[j] = W[j] - step * grad
         if j == 1:
             break
-        # V_{j-1}: gamma/2 ||v - a_{j-1}||^2 + gamma/2 ||f(W_j v) (+v) - v_j||^2.
+        # V_{j-1}: g_{j-1}/2 ||v - a_{j-1}||^2 + g_j/2 ||f(W_j v) (+v) - v_j||^2.
         lip = spectral_norm(W[j]) + (1.0 if skip else 0.0)
-        step = eta_v / (gamma * (1.0 + lip**2))
+        step = eta_v / (g[j - 1] + g[j] * lip**2)
         for i in range(n):
             a = own(j - 1, i)
             v = V[j - 1][i]
             for _ in range(k_v):
                 z = W[j] @ v
                 e = f(z) + (v if skip else 0.0) - V[j][i]
-                grad = gamma * (v - a) + gamma * (W[j].T @ (df(z) * e) + (e if skip else 0.0))
+                grad = g[j - 1] * (v - a) + g[j] * (W[j].T @ (df(z) * e) + (e if skip else 0.0))
                 v = v - step * grad
             V[j - 1][i] = v
     return W, V
 
 
-def objective(W, V, Y, *, gamma, lam, slope, skip, loss):
-    """The paper-scale objective 2 F: mean_i [2 loss(W_L v, y) + gamma sum_j ||...||^2] + lam sum ||W||^2."""
+def objective(W, V, Y, *, gamma, lam, slope, skip, loss, decay=1.0):
+    """The paper-scale objective 2 F: mean_i [2 loss(W_L v, y) + sum_j g_j ||...||^2] + lam sum ||W||^2."""
     f, _ = leaky(slope)
     L = len(W) - 1
     n = Y.shape[0]
@@ -98,5 +102,5 @@ def objective(W, V, Y, *, gamma, lam, slope, skip, loss):
         total += 2 * loss(W[L] @ V[L - 1][i], Y[i])
         for j in range(1, L):
             pre = f(W[j] @ V[j - 1][i]) + (V[j - 1][i] if skip and j >= 2 else 0.0)
-            total += gamma * np.sum((pre - V[j][i]) ** 2)
+            total += gamma * decay ** (L - 1 - j) * np.sum((pre - V[j][i]) ** 2)
     return total / n + lam * sum(np.sum(w * w) for w in W[1:])

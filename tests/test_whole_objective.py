@@ -29,7 +29,7 @@ def _config(inner="gd", *, skip=False, loss="squared", resync=False, depth=4, sw
         network=network,
         algorithm=algorithm,
         sweeps=sweeps,
-        hyper={"gamma": 0.6, "eta_v": 0.9, "eta_w": 0.8, "weight_decay": 0.05},
+        hyper={"gamma": 0.6, "eta_v": 0.9, "eta_w": 0.8, "weight_decay": 0.05, "decay": 0.5},
     )
 
 
@@ -80,12 +80,15 @@ def test_gd_iterates_equal_the_per_sample_reference(x64, skip, loss, resync):
             loss_grad=grad,
             beta=beta,
             resync=resync,
+            decay=h.decay,
         )
         for j in range(1, len(W)):
             assert_close(state.blocks.weights[j - 1], W[j], 1e-10, f"sweep {sweep + 1} W_{j}")
         for j in range(1, len(V)):
             assert_close(state.blocks.hidden[j - 1], V[j], 1e-10, f"sweep {sweep + 1} V_{j}")
-    expected = ref.objective(W, V, Y, gamma=h.gamma, lam=h.weight_decay, slope=SLOPE, skip=skip, loss=value)
+    expected = ref.objective(
+        W, V, Y, gamma=h.gamma, lam=h.weight_decay, slope=SLOPE, skip=skip, loss=value, decay=h.decay
+    )
     assert_close(info.objective, expected, 1e-10, "objective")
 
 

@@ -53,16 +53,26 @@ class WholeObjectiveHyper(NamedTuple):
     """The traced numbers.
 
     Attributes:
-      gamma: weight of the hidden-layer terms of F.
+      gamma: weight of the hidden-layer terms of F (of layer L-1's; see ``decay``).
       eta_v: V step size as a fraction of ``1 / L`` (1 is always stable).
       eta_w: W step size as a fraction of ``1 / L``.
       weight_decay: lambda of ``lambda/2 ||W_j||^2``.
+      decay: layer j's term has weight ``gamma_j = gamma * decay^(L-1-j)``: 1 weighs every layer
+        alike; below 1 the layers near the input count less, so a V block leans toward the layer
+        above (toward Algorithm 1's sweep, which ignores its own layer) -- still a descent on
+        this weighted F.
     """
 
     gamma: Any = 0.2
     eta_v: Any = 1.0
     eta_w: Any = 1.0
     weight_decay: Any = 0.0
+    decay: Any = 1.0
+
+
+def _layer_weight(hyper: WholeObjectiveHyper, j: int, depth: int):
+    """``gamma_j = gamma * decay^(L-1-j)``, the weight of hidden layer j's term (j = 1 .. L-1)."""
+    return hyper.gamma * hyper.decay ** (depth - 1 - j)
 
 
 def _slopes(sigma, network: Network, z):
@@ -147,7 +157,8 @@ class WholeObjective(LayerOutputBlocks):
         # in its loss's own scale, so the factor 2 / report_scale brings it to 2 mean_i loss).
         penalty = hyper.weight_decay * sum(jnp.sum(w * w) for w in blocks.weights)
         scale = 2.0 / network.loss_fn.report_scale
-        return info._replace(objective=scale * info.output_loss + hyper.gamma * jnp.sum(info.layer_losses) + penalty)
+        weights = jnp.stack([_layer_weight(hyper, j, network.depth) for j in range(1, network.depth)])
+        return info._replace(objective=scale * info.output_loss + jnp.sum(weights * info.layer_losses) + penalty)
 
     # -- one sweep -------------------------------------------------------------------------------
     def step(self, blocks: AkiyamaBlocks, data: Data, cache, hyper: WholeObjectiveHyper, network: Network):
@@ -211,16 +222,16 @@ class WholeObjective(LayerOutputBlocks):
         return jax.vmap(one)(v, y, a)
 
     def _hidden_v(self, v, a, b, w, j, hyper, network: Network):
-        """V_{j-1}: gamma/2 ||v - a||^2 + gamma/2 ||sigma_j(W_j v) (+v) - b||^2, per sample (j = layer above)."""
-        g = hyper.gamma
+        """V_{j-1}: gamma_{j-1}/2 ||v - a||^2 + gamma_j/2 ||sigma_j(W_j v) (+v) - b||^2, per sample (j = layer above)."""
+        g_own, g = _layer_weight(hyper, j - 1, network.depth), _layer_weight(hyper, j, network.depth)
         sigma = network.layer_activations[j - 1]
         skip = bool(network.skip)
         lip = sigma.lipschitz * spectral_norm(w) + (1.0 if skip else 0.0)
-        step = hyper.eta_v / (g * (1.0 + lip**2))
+        step = hyper.eta_v / (g_own + g * lip**2)
 
         def objective(u, ai, bi):
             e = sigma(w @ u) + (u if skip else 0.0) - bi
-            return 0.5 * g * (jnp.sum((u - ai) ** 2) + jnp.sum(e * e))
+            return 0.5 * (g_own * jnp.sum((u - ai) ** 2) + g * jnp.sum(e * e))
 
         def one(vi, ai, bi):
             def body(_, u):
@@ -231,8 +242,8 @@ class WholeObjective(LayerOutputBlocks):
                     jnp.eye(u.shape[0], dtype=u.dtype) if skip else 0.0
                 )
                 offset = sigma(w @ u) + (u if skip else 0.0) - jac @ u  # zero on the current pieces
-                system = jnp.eye(u.shape[0], dtype=u.dtype) + jac.T @ jac
-                newton = jnp.linalg.solve(system, ai + jac.T @ (bi - offset))
+                system = g_own * jnp.eye(u.shape[0], dtype=u.dtype) + g * (jac.T @ jac)
+                newton = jnp.linalg.solve(system, g_own * ai + g * (jac.T @ (bi - offset)))
                 better = objective(newton, ai, bi) < objective(gd, ai, bi)
                 return jnp.where(better, newton, gd)
 
@@ -241,8 +252,8 @@ class WholeObjective(LayerOutputBlocks):
         return jax.vmap(one)(v, a, b)
 
     def _hidden_weight(self, w, v_in, v_out, j, hyper, network: Network):
-        """W_j: gamma/2 mean_i ||sigma_j(W v_in) (+v_in) - v_out||^2 + lambda/2 ||W||^2."""
-        g, lam = hyper.gamma, hyper.weight_decay
+        """W_j: gamma_j/2 mean_i ||sigma_j(W v_in) (+v_in) - v_out||^2 + lambda/2 ||W||^2."""
+        g, lam = _layer_weight(hyper, j, network.depth), hyper.weight_decay
         sigma = network.layer_activations[j - 1]
         n = v_in.shape[0]
         target = v_out - v_in if network.skip and j >= 2 else v_out
