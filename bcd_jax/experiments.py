@@ -52,6 +52,7 @@ __all__ = [
     "ExperimentSpec",
     "apply_overrides",
     "check_override_key",
+    "dumps_experiment",
     "experiment_data",
     "load_experiment",
     "plot_experiment",
@@ -147,6 +148,41 @@ def load_experiment(path: str | Path) -> tuple[Config, DataSpec, ExperimentSpec]
     config = load_config(path)
     raw = read_toml(path)
     return config, _table(raw, DataSpec, "data", path), _table(raw, ExperimentSpec, "experiment", path)
+
+
+def dumps_experiment(config: Config, data: DataSpec, header: str = "") -> str:
+    """An experiment file (TOML) that :func:`load_experiment` reads back as ``(config, data)``.
+
+    ``header`` becomes ``#`` comment lines at the top. Fields left at None (TOML has no null)
+    are omitted, so they take their defaults, which are None.
+    """
+    tables = config.to_dict()
+    run = tables.pop("run")
+    defaults = DataSpec()
+    tables["run"] = run
+    tables["data"] = {
+        f.name: getattr(data, f.name)
+        for f in dataclasses.fields(DataSpec)
+        if getattr(data, f.name) != getattr(defaults, f.name)
+    }
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for table, values in tables.items():
+        lines += ["", f"[{table}]"] + [
+            f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None
+        ]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"config: cannot write {type(value).__name__} {value!r} to TOML")
 
 
 def teacher_data(config: Config, data: DataSpec, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:

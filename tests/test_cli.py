@@ -18,6 +18,7 @@ from bcd_jax.config import config_from_dict
 from bcd_jax.datasets import load_dataset
 from bcd_jax.experiments import (
     DataSpec,
+    dumps_experiment,
     experiment_data,
     load_experiment,
     plot_experiment,
@@ -174,6 +175,37 @@ def test_bad_data_tables_are_named(tmp_path, table, message):
     path.write_text("[data]\n" + table + "\n")
     with pytest.raises(ValueError, match=message):
         load_experiment(path)
+
+
+@pytest.mark.parametrize(
+    "config, data",
+    [
+        (
+            bcd_jax.Config(
+                network=bcd_jax.Network(depth=3, width=7, activation=("tanh", "leaky_relu"), bias=True),
+                algorithm=bcd_jax.Akiyama("monotone", k_v=3, svb=(0.5, 1.5)),
+                hyper={"gamma": 0.3},
+                sweeps=4,
+                seed=2,
+            ),
+            DataSpec(n=20, d_in=30, n_test=5),
+        ),
+        (
+            bcd_jax.Config(
+                network=bcd_jax.Network(depth=2, width=9, bias="all", loss="squared_multiclass"),
+                algorithm=bcd_jax.Zeng("three"),
+                hyper={"alpha": 2.0},
+            ),
+            DataSpec(dataset="digits", test_fraction=0.3, seed=1),
+        ),
+    ],
+)
+def test_dumps_experiment_reads_back_as_the_same_experiment(tmp_path, config, data):
+    path = tmp_path / "run.toml"
+    path.write_text(dumps_experiment(config, data, header="measured: 97%\nsecond line"))
+    assert path.read_text().startswith("# measured: 97%\n# second line\n")
+    loaded, loaded_data, _ = load_experiment(path)
+    assert loaded == config and loaded.hyper == config.hyper and loaded_data == data
 
 
 def test_teacher_test_samples_come_from_the_same_teacher():

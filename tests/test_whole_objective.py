@@ -195,3 +195,22 @@ def test_batched_factorisations_never_run_concurrently():
     step = jax.jit(lambda blocks, cache, hyper: algorithm.step(blocks, data, cache, hyper, network))
     hlo = step.lower(state.blocks, state.cache, config.hyper_arrays(np.float32)).compile().as_text()
     assert len(_lapack_factorisations_in_order(hlo)) >= 4  # W_3, V_2, W_2, V_1, W_1 Newton systems
+
+
+def test_a_vanishing_initialisation_takes_finite_steps():
+    """With weights ~ N(0, 0.01^2) deep layers' inputs all but vanish; their W blocks' Lipschitz
+    constants then round to 0, and the step eta / L would overflow without the floor."""
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(depth=8, width=8, bias=True, loss="squared_multiclass"),
+        algorithm=WholeObjective(k_v=2, k_w=2, spectral_diagnostics=False),
+        hyper={"decay": 0.1},
+        sweeps=4,
+    )
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+    shapes = config.resolved_network.layer_shapes(6, 3)
+    params = tuple(0.01 * rng.normal(size=s).astype(np.float32) for s in shapes)
+    result = bcd_jax.fit(X, y, config, init_params=params, progress=None)
+    assert result.diverged_at is None and result.sweeps_completed == 4
+    objective = result.history.objective
+    assert np.all(np.diff(objective) <= 1e-6 * objective[:-1])

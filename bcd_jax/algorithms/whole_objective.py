@@ -75,6 +75,13 @@ def _layer_weight(hyper: WholeObjectiveHyper, j: int, depth: int):
     return hyper.gamma * hyper.decay ** (depth - 1 - j)
 
 
+def _floored(curvature):
+    """A W block's curvature ``lambda_max(V^T V) / n``, at least ``sqrt(eps)``: inputs that have all
+    but vanished (a tiny initialisation) would otherwise make the step ``eta / L`` overflow. A
+    larger L only shortens the step, so the block still descends."""
+    return jnp.maximum(curvature, jnp.sqrt(jnp.finfo(curvature.dtype).eps))
+
+
 def _slopes(sigma, network: Network, z):
     """``sigma'(z)`` of a piecewise-linear activation (the slope of the piece z is on)."""
     if sigma.name == "identity":
@@ -196,7 +203,7 @@ class WholeObjective(LayerOutputBlocks):
             rhs = y.T @ v / n
             return jax.scipy.linalg.solve(gram, rhs.T, assume_a="pos").T
         beta = 1.0 if loss.smoothness is None else loss.smoothness
-        step = hyper.eta_w / (beta * top_gram_eigenvalue(v) + lam)
+        step = hyper.eta_w / (beta * _floored(top_gram_eigenvalue(v)) + lam)
 
         def body(_, w):
             grad = jax.vmap(jax.grad(loss))(v @ w.T, y)
@@ -222,7 +229,7 @@ class WholeObjective(LayerOutputBlocks):
         return jax.vmap(one)(v, y, a)
 
     def _hidden_v(self, v, a, b, w, j, hyper, network: Network):
-        """V_{j-1}: gamma_{j-1}/2 ||v - a||^2 + gamma_j/2 ||sigma_j(W_j v) (+v) - b||^2, per sample (j = layer above)."""
+        """V_{j-1}: gamma_{j-1}/2 ||v - a||^2 + gamma_j/2 ||sigma_j(W_j v) (+v) - b||^2, per sample (j: layer above)."""
         g_own, g = _layer_weight(hyper, j - 1, network.depth), _layer_weight(hyper, j, network.depth)
         sigma = network.layer_activations[j - 1]
         skip = bool(network.skip)
@@ -257,7 +264,7 @@ class WholeObjective(LayerOutputBlocks):
         sigma = network.layer_activations[j - 1]
         n = v_in.shape[0]
         target = v_out - v_in if network.skip and j >= 2 else v_out
-        step = hyper.eta_w / (g * sigma.lipschitz**2 * top_gram_eigenvalue(v_in) + lam)
+        step = hyper.eta_w / (g * sigma.lipschitz**2 * _floored(top_gram_eigenvalue(v_in)) + lam)
 
         def row_objectives(w_):
             e = sigma(v_in @ w_.T) - target
