@@ -18,7 +18,12 @@ Example::
     import bcd_jax
 
     data = load_digits()                      # 1347 train / 450 test, 64 features, 10 classes
-    config = bcd_jax.Config(loss="softmax_cross_entropy", bias=True, step_size="auto", ...)
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(depth=2, width=512, bias=True, loss="squared_multiclass"),
+        algorithm=bcd_jax.WholeObjective(inner="exact", k_v=1, k_w=1),
+        hyper={"weight_decay": 1e-3},
+        sweeps=10,
+    )
     result = bcd_jax.fit(data.X_train, data.y_train, config, validation=(data.X_test, data.y_test))
 """
 

@@ -188,7 +188,10 @@ def _toml_value(value) -> str:
 def teacher_data(config: Config, data: DataSpec, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """The teacher problem ``data`` describes, with the first hidden layer's activation of ``config`` (Section 6)."""
     if data.dataset != TEACHER:
-        raise ValueError(f"data: dataset = {data.dataset!r} is not the teacher problem; use experiment_data")
+        raise ValueError(
+            f"data.dataset: sweeps (and this helper) train on the teacher problem only, got {data.dataset!r}; "
+            "run a real data set with 'bcd-jax run' or bcd_jax.experiments.experiment_data"
+        )
     split = experiment_data(config, data, dtype)
     return jnp.asarray(split.X_train), jnp.asarray(split.y_train)
 

@@ -182,7 +182,7 @@ def test_bad_data_tables_are_named(tmp_path, table, message):
     [
         (
             bcd_jax.Config(
-                network=bcd_jax.Network(depth=3, width=7, activation=("tanh", "leaky_relu"), bias=True),
+                network=bcd_jax.Network(depth=3, width=7, activation=("tanh_shortcut", "leaky_relu"), bias=True),
                 algorithm=bcd_jax.Akiyama("monotone", k_v=3, svb=(0.5, 1.5)),
                 hyper={"gamma": 0.3},
                 sweeps=4,
@@ -442,3 +442,25 @@ def test_help_lists_the_options_and_exit_statuses(capsys, command, options):
     usage = capsys.readouterr().out
     assert all(opt in usage for opt in options)
     assert "exit status:" in usage and "diverged" in usage
+
+
+STUDY_CONFIGS = sorted((Path(__file__).parent.parent / "configs" / "study").glob("*.toml"))
+
+
+def test_the_study_configs_are_experiment_files_of_their_problem():
+    """configs/study/<problem>_<family>.toml: the setting scripts/study.py kept, loadable as is."""
+    assert len(STUDY_CONFIGS) >= 20
+    for path in STUDY_CONFIGS:
+        config, data, _ = load_experiment(path)
+        assert config.algorithm.name in path.stem
+        assert "# Measured (python scripts/study.py" in path.read_text()
+        if data.dataset != "teacher":
+            assert path.stem.startswith(("digits", "deep_mlp", data.dataset))
+
+
+def test_a_study_config_runs_from_the_command_line(tmp_path):
+    path = Path(__file__).parent.parent / "configs" / "study" / "breast_cancer_whole_objective.toml"
+    out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--out", str(out), "--set", "sweeps=2", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "breast_cancer" and metrics["test_accuracy"] > 0.9
