@@ -154,6 +154,9 @@ def _cmd_run(args) -> int:
         out = Path(args.out) if args.out is not None else Path("results") / Path(args.config).stem
         if out.exists() and not out.is_dir():
             raise CLIError(f"--out: {str(out)!r} is a file; expected a folder")
+    split = experiment_data(config, data)  # a missing scikit-learn is named before any folder is touched
+    X, Y = split.X_train, split.y_train
+    validation = (split.X_test, split.y_test) if len(split.X_test) else None
     lock = FolderLock(out, "--out")
     lock.check_free()  # another live run in this folder is named before anything else is said about it
     if args.resume is None and _is_nonempty_dir(out) and not args.overwrite:
@@ -168,9 +171,6 @@ def _cmd_run(args) -> int:
         if args.overwrite and args.resume is None:
             (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fresh run, not a continuation
 
-        split = experiment_data(config, data)
-        X, Y = split.X_train, split.y_train
-        validation = (split.X_test, split.y_test) if len(split.X_test) else None
         if not quiet:
             hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
             network = config.network
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_bench(argv[1:])
         args = parser.parse_args(argv)
         return _cmd_run(args) if args.command == "run" else _cmd_sweep(args)
-    except (ValueError, OSError) as exc:  # user and file-system errors: one line, no traceback
+    except (ValueError, OSError, ImportError) as exc:  # user, file-system and missing-extra errors: one line
         command = argv[0] if argv else ""
         print(f"bcd-jax {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -158,6 +158,26 @@ def test_run_on_a_bundled_data_set_writes_its_test_metrics(tmp_path, capsys):
     assert metrics["rate"].startswith("K=")  # whole_objective never increases F
 
 
+def test_a_data_set_run_without_scikit_learn_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError("No module named 'sklearn'")
+        return real_import(name, *args, **kwargs)
+
+    path = tmp_path / "digits.toml"
+    path.write_text('[network]\nloss = "softmax_cross_entropy"\n[data]\ndataset = "digits"\n')
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'bcd_jax[datasets]'" in err
+    assert not out.exists()  # refused before any folder was made
+
+
 @pytest.mark.parametrize(
     "table, message",
     [
