@@ -244,11 +244,11 @@ class RateReport(NamedTuple):
     note: str
 
     def summary(self) -> str:
-        """One line: K, a, the rate and theta (for tables)."""
+        """One line: K, a, the rate and theta (for tables); without a rate fit (see ``note``), K and a only."""
         d, r = self.decrease, self.rate
         parts = [f"K={d.window} a={d.constant:.2g}" if d.holds else f"no sufficient decrease up to K={d.window}"]
         if r is None:
-            parts.append(self.note)
+            pass
         elif r.preferred == "geometric":
             parts.append(f"geometric rho={r.rho:.3g}" + (" theta=1/2" if r.linear else f" (R2 {r.r2:.2f})"))
         else:

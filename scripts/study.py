@@ -45,9 +45,9 @@ import numpy as np
 
 import bcd_jax
 from bcd_jax.baselines import fit_backprop
-from bcd_jax.experiments import DataSpec, dumps_experiment, experiment_data
+from bcd_jax.driver.functional import checked_data
+from bcd_jax.experiments import DataSpec, dumps_experiment, experiment_data, rate_summary
 from bcd_jax.io import atomic_write, atomic_write_text, dumps_json
-from bcd_jax.rates import rate_report
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAM_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
@@ -65,49 +65,48 @@ PAPER_GD = bcd_jax.WholeObjective(k_v=100, k_w=100, spectral_diagnostics=False) 
 GD_GRID = ({}, {"decay": 0.1})
 
 
-def _classification_families(sweeps_exact: int, sweeps: int, deep: bool = False):
+def _families(loss: str | None, sweeps_exact: int, sweeps: int, *, deep: bool = False, paper=None):
+    """The four families of a problem; ``loss`` is the closed-form families' loss (None: the data set's).
+
+    ``paper``: the teacher problems' entry for the paper's algorithm (replacing Algorithm 1 with
+    auto steps), whose whole-objective run takes the paper's K_V = K_W = 100; ``deep``: the 10-layer
+    MLP, with the gd whole-objective sweep (the exact one costs 0.7 s per sweep there).
+    """
     k = 10 if deep else 20
-    whole = ("whole_objective (gd, K=10)", GD, "squared_multiclass", True, sweeps, GD_GRID)
-    return [
-        (
-            f"monotone (Alg. 1, auto steps, K={k})",
-            bcd_jax.Akiyama("monotone", k_v=k, k_w=k, step_size="auto", spectral_diagnostics=False),
-            None,
-            True,
-            sweeps,
-            ({"eta_v": 0.3},) if deep else ({}, {"gamma": 1.0}),
-        ),
-        whole if deep else ("whole_objective (exact)", EXACT, "squared_multiclass", True, sweeps_exact, WHOLE_GRID),
-        ("zeng_three_splitting", bcd_jax.Zeng("three"), "squared_multiclass", "all", sweeps, ZENG_GRID),
-        ("zeng_two_splitting", bcd_jax.Zeng("two"), "squared_multiclass", "all", sweeps, ZENG_TWO_GRID),
-    ]
-
-
-def _regression_families(sweeps_exact: int, sweeps: int, paper=None):
-    teacher = paper is not None
-    paper = paper or (
-        "monotone (Alg. 1, auto steps, K=20)",
-        bcd_jax.Akiyama("monotone", k_v=20, k_w=20, step_size="auto", spectral_diagnostics=False),
+    monotone = (
+        f"monotone (Alg. 1, auto steps, K={k})",
+        bcd_jax.Akiyama("monotone", k_v=k, k_w=k, step_size="auto", spectral_diagnostics=False),
         None,
         True,
         sweeps,
-        ({}, {"gamma": 1.0}),
+        ({"eta_v": 0.3},) if deep else ({}, {"gamma": 1.0}),
     )
+    if paper is not None:
+        first, whole = paper, ("whole_objective (gd, K=100)", PAPER_GD, loss, paper[3], sweeps_exact, GD_GRID)
+    elif deep:
+        first, whole = monotone, ("whole_objective (gd, K=10)", GD, loss, True, sweeps, GD_GRID)
+    else:
+        first, whole = monotone, ("whole_objective (exact)", EXACT, loss, True, sweeps_exact, WHOLE_GRID)
     return [
-        paper,
-        ("whole_objective (gd, K=100)", PAPER_GD, None, paper[3], sweeps_exact, GD_GRID)
-        if teacher
-        else ("whole_objective (exact)", EXACT, None, paper[3], sweeps_exact, WHOLE_GRID),
-        ("zeng_three_splitting", bcd_jax.Zeng("three"), None, "all", sweeps, ZENG_GRID),
-        ("zeng_two_splitting", bcd_jax.Zeng("two"), None, "all", sweeps, ZENG_TWO_GRID),
+        first,
+        whole,
+        ("zeng_three_splitting", bcd_jax.Zeng("three"), loss, "all", sweeps, ZENG_GRID),
+        ("zeng_two_splitting", bcd_jax.Zeng("two"), loss, "all", sweeps, ZENG_TWO_GRID),
     ]
+
+
+def _real(dataset: str, depth: int, width: int, loss: str, families: list, **extra) -> dict:
+    """A problem on a bundled data set: LeakyReLU(0.5), a bias column, 1000 backprop steps."""
+    network = dict(depth=depth, width=width, activation="leaky_relu", negative_slope=0.5, bias=True)
+    return dict(data=DataSpec(dataset=dataset), network=network, loss=loss, families=families, steps=1000, **extra)
 
 
 PROBLEMS = {
     "fig1": dict(
         data=DataSpec(n=500, d_in=600, teacher_width=30, n_test=500),
         network=dict(depth=5, width=30, activation="leaky_relu", negative_slope=0.5, bias=False, loss="squared"),
-        families=_regression_families(
+        families=_families(
+            None,
             30,
             50,
             paper=("monotone (Alg. 1, paper)", bcd_jax.Akiyama("monotone"), None, False, 50, ({},)),
@@ -117,7 +116,8 @@ PROBLEMS = {
     "fig2": dict(
         data=DataSpec(n=500, d_in=600, teacher_width=30, n_test=500),
         network=dict(depth=5, width=30, activation="relu", bias=False, skip=True, loss="squared"),
-        families=_regression_families(
+        families=_families(
+            None,
             30,
             50,
             paper=(
@@ -131,48 +131,15 @@ PROBLEMS = {
         ),
         steps=1000,
     ),
-    "digits": dict(
-        data=DataSpec(dataset="digits"),
-        network=dict(depth=2, width=512, activation="leaky_relu", negative_slope=0.5, bias=True),
-        loss="softmax_cross_entropy",
-        families=_classification_families(10, 50),
-        steps=1000,
+    "digits": _real("digits", 2, 512, "softmax_cross_entropy", _families("squared_multiclass", 10, 50)),
+    "digits_narrow": _real("digits", 3, 64, "softmax_cross_entropy", _families("squared_multiclass", 30, 100)),
+    "breast_cancer": _real("breast_cancer", 2, 256, "logistic", _families("squared_multiclass", 10, 50)),
+    "diabetes": _real("diabetes", 2, 256, "squared", _families(None, 10, 50)),
+    "deep_mlp_svb": _real(
+        "digits", 10, 64, "softmax_cross_entropy", _families("squared_multiclass", 30, 100, deep=True)
     ),
-    "digits_narrow": dict(
-        data=DataSpec(dataset="digits"),
-        network=dict(depth=3, width=64, activation="leaky_relu", negative_slope=0.5, bias=True),
-        loss="softmax_cross_entropy",
-        families=_classification_families(30, 100),
-        steps=1000,
-    ),
-    "breast_cancer": dict(
-        data=DataSpec(dataset="breast_cancer"),
-        network=dict(depth=2, width=256, activation="leaky_relu", negative_slope=0.5, bias=True),
-        loss="logistic",
-        families=_classification_families(10, 50),
-        steps=1000,
-    ),
-    "diabetes": dict(
-        data=DataSpec(dataset="diabetes"),
-        network=dict(depth=2, width=256, activation="leaky_relu", negative_slope=0.5, bias=True),
-        loss="squared",
-        families=_regression_families(10, 50),
-        steps=1000,
-    ),
-    "deep_mlp_svb": dict(
-        data=DataSpec(dataset="digits"),
-        network=dict(depth=10, width=64, activation="leaky_relu", negative_slope=0.5, bias=True),
-        loss="softmax_cross_entropy",
-        families=_classification_families(30, 100, deep=True),
-        steps=1000,
-    ),
-    "deep_mlp_small": dict(
-        data=DataSpec(dataset="digits"),
-        network=dict(depth=10, width=64, activation="leaky_relu", negative_slope=0.5, bias=True),
-        loss="softmax_cross_entropy",
-        families=_classification_families(30, 100, deep=True),
-        steps=1000,
-        init="small",
+    "deep_mlp_small": _real(
+        "digits", 10, 64, "softmax_cross_entropy", _families("squared_multiclass", 30, 100, deep=True), init="small"
     ),
 }
 # The first hidden layer's weights of the whole-objective family on real data (a bias column but
@@ -186,16 +153,14 @@ def network_for(problem: dict, loss: str | None, bias) -> bcd_jax.Network:
     return bcd_jax.Network(**spec)
 
 
-def initial_weights(problem: dict, config: bcd_jax.Config, d_in: int, d_out: int, seed: int):
-    params = bcd_jax.init_params(jax.random.key(seed), config, d_in, d_out)
+def initial_weights(problem: dict, split, config: bcd_jax.Config, seed: int):
+    """``config``'s initial weights for ``split`` (the problem's kind: drawn by the algorithm, or N(0, 0.01^2))."""
+    d_out = checked_data(split.X_train, split.y_train, config)[1].shape[1]  # encoded targets: classes or outputs
+    params = bcd_jax.init_params(jax.random.key(seed), config, split.X_train.shape[1], d_out)
     if problem.get("init") != "small":
         return params
     keys = jax.random.split(jax.random.key(seed + 1000), len(params))
     return tuple(SMALL_STD * jax.random.normal(k, w.shape, w.dtype) for k, w in zip(keys, params))
-
-
-def metric_name(task: str) -> str:
-    return "test_mse" if task == "regression" else "test_accuracy"
 
 
 def reached(curve: np.ndarray, target: float, task: str) -> int | None:
@@ -203,6 +168,13 @@ def reached(curve: np.ndarray, target: float, task: str) -> int | None:
     ok = curve <= target * (1 + 1e-6) if task == "regression" else curve >= target - 1e-6
     hits = np.flatnonzero(ok)
     return int(hits[0]) if hits.size else None
+
+
+def candidate(setting: dict, runs: list[dict]) -> dict:
+    """One grid point: its score is the mean final training loss over seeds (inf if any diverged)."""
+    final = [r["train_loss"][-1] for r in runs]
+    score = float(np.mean(final)) if all(np.isfinite(final)) else np.inf
+    return {"setting": setting, "score": score, "runs": runs}
 
 
 def run_family(problem, split, entry, seeds):
@@ -216,8 +188,7 @@ def run_family(problem, split, entry, seeds):
         runs = []
         for seed in seeds:
             config = bcd_jax.Config(network=network, algorithm=algorithm, hyper=hyper, sweeps=sweeps, seed=seed)
-            d_out = bcd_jax.driver.functional.checked_data(split.X_train, split.y_train, config)[1].shape[1]
-            params = initial_weights(problem, config, split.X_train.shape[1], d_out, seed)
+            params = initial_weights(problem, split, config, seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = bcd_jax.fit(
@@ -243,11 +214,8 @@ def run_family(problem, split, entry, seeds):
                     "movement": result.movement,
                 }
             )
-        final = [r["train_loss"][-1] for r in runs]
-        score = float(np.mean(final)) if all(np.isfinite(final)) else np.inf
-        candidates.append({"setting": dict(hyper) or {"defaults": True}, "score": score, "runs": runs})
-    best = min(candidates, key=lambda c: c["score"])
-    return label, task, best, candidates
+        candidates.append(candidate(dict(hyper) or {"defaults": True}, runs))
+    return label, task, min(candidates, key=lambda c: c["score"]), candidates
 
 
 def run_backprop(problem, split, name, seeds):
@@ -262,8 +230,7 @@ def run_backprop(problem, split, name, seeds):
         for seed in seeds:
             # the initial weights of the problem's first family (fig2: Algorithm 3's)
             config = bcd_jax.Config(network=network, algorithm=problem["families"][0][1], seed=seed)
-            d_out = bcd_jax.driver.functional.checked_data(split.X_train, split.y_train, config)[1].shape[1]
-            params = initial_weights(problem, config, split.X_train.shape[1], d_out, seed)
+            params = initial_weights(problem, split, config, seed)
             result = fit_backprop(
                 split.X_train,
                 split.y_train,
@@ -286,11 +253,8 @@ def run_backprop(problem, split, name, seeds):
                     "diverged_at": result.diverged_at,
                 }
             )
-        final = [r["train_loss"][-1] for r in runs]
-        score = float(np.mean(final)) if all(np.isfinite(final)) else np.inf
-        candidates.append({"setting": {"learning_rate": rate, "steps": problem["steps"]}, "score": score, "runs": runs})
-    best = min(candidates, key=lambda c: c["score"])
-    return f"{name} (full batch)", task, best, candidates
+        candidates.append(candidate({"learning_rate": rate, "steps": problem["steps"]}, runs))
+    return f"{name} (full batch)", task, min(candidates, key=lambda c: c["score"]), candidates
 
 
 def summarise(label, task, best, target, is_teacher):
@@ -316,14 +280,11 @@ def summarise(label, task, best, target, is_teacher):
         "diverged": [r["diverged_at"] for r in runs if r["diverged_at"] is not None],
     }
     if "objective" in runs[0]:
-        stop = None if is_teacher else max(3, int(0.8 * len(runs[0]["objective"])))
-        reference = 0.0 if is_teacher else "final"
-        report = rate_report(runs[0]["objective"], runs[0]["movement"], reference=reference, stop=stop)
-        row["rate"] = report.summary() if report.rate is not None else report.summary().split("; no rate fit")[0]
+        row["rate"] = rate_summary(runs[0]["objective"], runs[0]["movement"], teacher=is_teacher)
     return row
 
 
-def plot(name, problem_rows, curves, path: Path, task: str) -> None:
+def plot(name, curves, path: Path, task: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,7 +448,7 @@ def main(argv=None) -> int:
             outcomes.append(run_family(problem, split, entry, seeds))
         rows = [summarise(label, t, best, target, is_teacher) for label, t, best, _ in outcomes]
         curves = {label: best["runs"][0] for label, _, best, _ in outcomes}
-        plot(name, rows, curves, args.out / f"study_{name}.png", task)
+        plot(name, curves, args.out / f"study_{name}.png", task)
         grids = {
             label: [{"setting": c["setting"], "mean_final_train_loss": c["score"]} for c in candidates]
             for label, _, _, candidates in outcomes

@@ -99,11 +99,11 @@ def check_checkpoint_dir(directory) -> Path:
 
 
 def save_checkpoint(
-    directory, blocks, sweep: int, history, *, config: Config, key_data, fingerprint: str, movement=None
+    directory, blocks, sweep: int, history, *, config: Config, key_data, fingerprint: str, movement
 ) -> Path:
     """Writes ``directory/checkpoint.npz`` atomically (a temp file, then ``os.replace``).
 
-    ``movement``: the squared step lengths so far (``FitResult.movement``); None: unknown (NaN).
+    ``movement``: the squared step lengths so far (``FitResult.movement``).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def save_checkpoint(
     arrays["key_data"] = np.asarray(key_data)
     fields = list(history._fields)
     arrays.update({f"history.{name}": np.asarray(getattr(history, name)) for name in fields})
-    arrays["movement"] = np.full(sweep + 1, np.nan) if movement is None else np.asarray(movement, np.float64)
+    arrays["movement"] = np.asarray(movement, np.float64)
     meta = {
         "format": FORMAT,
         "config": config.to_dict(),
