@@ -214,3 +214,9 @@ def test_a_vanishing_initialisation_takes_finite_steps():
     assert result.diverged_at is None and result.sweeps_completed == 4
     objective = result.history.objective
     assert np.all(np.diff(objective) <= 1e-6 * objective[:-1])
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan")])
+def test_a_bad_decay_is_named_before_tracing(value):
+    with pytest.raises(ValueError, match="hyper.decay"):
+        bcd_jax.Config(algorithm="whole_objective", hyper={"decay": value})
