@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import gzip
+import hashlib
 import struct
 
 import jax
@@ -275,3 +276,81 @@ def test_tiny_fit_on_digits_beats_chance():
     assert result.history.train_loss[-1] < result.history.train_loss[0]
     assert result.history.train_accuracy[-1] > 0.6  # chance is 0.1
     assert result.history.val_accuracy[-1] > 0.4
+
+
+# -- the bundled splits are pinned: a published study and existing callers depend on them ---------
+
+# sha256 (first 16 hex digits) over dtype, shape and bytes of X_train, y_train, X_test, y_test, computed
+# with the loaders as they were before load_dataset read files (numpy 2.4, scikit-learn 1.9).
+BUNDLED_CHECKSUMS = {
+    "digits": "d521578123e99539",
+    "breast_cancer": "eeb3bcd0140b5f23",
+    "diabetes": "46fe6ce312f66d8d",
+}
+
+
+def split_checksum(data) -> str:
+    h = hashlib.sha256()
+    for a in (data.X_train, data.y_train, data.X_test, data.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def original_split(X, y, *, classification, test_fraction=0.25, seed=0, standardize_target=False):
+    """A frozen copy of the original split and preprocessing, so the pin does not rest on the code it checks."""
+    X, y = np.asarray(X, np.float64), np.asarray(y)
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    if not classification:
+        order = rng.permutation(n)
+        n_test = max(1, int(round(test_fraction * n)))
+        test, train = order[:n_test], order[n_test:]
+    else:
+        train_parts, test_parts = [], []
+        for c in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            k = int(round(test_fraction * idx.size))
+            test_parts.append(idx[:k])
+            train_parts.append(idx[k:])
+        train, test = rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(test_parts))
+    mean, std = X[train].mean(axis=0), X[train].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    X_train, X_test = (((X[i] - mean) / std).astype(np.float32) for i in (train, test))
+    if classification:
+        y = y.astype(np.int32)
+        return X_train, y[train], X_test, y[test]
+    y = y.astype(np.float64)
+    m, s = (float(y[train].mean()), float(y[train].std())) if standardize_target else (0.0, 1.0)
+    return X_train, ((y[train] - m) / s).astype(np.float32), X_test, ((y[test] - m) / s).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_CHECKSUMS))
+def test_bundled_defaults_are_bit_identical_to_the_original_loaders(name):
+    skd = pytest.importorskip("sklearn.datasets")
+    data = datasets.load_dataset(name)
+    assert split_checksum(data) == BUNDLED_CHECKSUMS[name]
+    assert split_checksum(datasets.DATASETS[name]()) == BUNDLED_CHECKSUMS[name]
+    raw = skd.load_diabetes(scaled=False) if name == "diabetes" else getattr(skd, f"load_{name}")()
+    expected = original_split(
+        raw.data, raw.target, classification=name != "diabetes", standardize_target=name == "diabetes"
+    )
+    for got, want in zip((data.X_train, data.y_train, data.X_test, data.y_test), expected):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_bundled_non_default_split_matches_the_original_code():
+    skd = pytest.importorskip("sklearn.datasets")
+    raw = skd.load_digits()
+    data = datasets.load_digits(seed=1, test_fraction=0.3)
+    expected = original_split(raw.data, raw.target, classification=True, seed=1, test_fraction=0.3)
+    for got, want in zip((data.X_train, data.y_train, data.X_test, data.y_test), expected):
+        np.testing.assert_array_equal(got, want)
+    raw = skd.load_diabetes(scaled=False)
+    data = datasets.load_diabetes(standardize_target=False)
+    expected = original_split(raw.data, raw.target, classification=False)
+    for got, want in zip((data.X_train, data.y_train, data.X_test, data.y_test), expected):
+        np.testing.assert_array_equal(got, want)
+    assert (data.target_mean, data.target_scale) == (0.0, 1.0)
