@@ -1,7 +1,8 @@
-"""bcd_jax.datasets: the bundled scikit-learn sets, the IDX/MNIST reader, and one small real fit.
+"""bcd_jax.datasets: load_dataset for every way data comes in, the bundled sets, the IDX/MNIST reader.
 
-The scikit-learn tests are skipped when the optional extra is not installed; the IDX tests write
-their own tiny files (plain and gzipped), so nothing is downloaded.
+The scikit-learn tests are skipped when the optional extra is not installed. Every file a test
+reads (npz, npy, csv, tsv, IDX plain and gzipped, an MNIST folder) is written by the test into
+its tmp_path, so nothing is downloaded and no binary is committed.
 """
 
 from __future__ import annotations
@@ -354,3 +355,415 @@ def test_bundled_non_default_split_matches_the_original_code():
     for got, want in zip((data.X_train, data.y_train, data.X_test, data.y_test), expected):
         np.testing.assert_array_equal(got, want)
     assert (data.target_mean, data.target_scale) == (0.0, 1.0)
+
+
+# -- load_dataset: your own data, every way in ---------------------------------------------------
+#
+# Each file is written to tmp_path by the test. Feature 0 of the generated data is the row's index,
+# so a test can tell which rows went where and that nothing was lost or reordered within a row.
+
+
+def indexed_problem(n=40, d=3, *, labels=None, seed=0):
+    """(X, y): column 0 is the row index, the rest noise; y defaults to four balanced classes 0..3."""
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.arange(n, dtype=np.float64), rng.normal(size=(n, d - 1))])
+    y = np.arange(n) % 4 if labels is None else np.asarray(labels)
+    return X, y
+
+
+def rows_of(data, part="train"):
+    """The original row indices (column 0) of a split loaded with standardize=False."""
+    return getattr(data, f"X_{part}")[:, 0].astype(int)
+
+
+def assert_round_trip(data, X, y):
+    """Train and test together are exactly the file's rows, each with its own label, as float32 / int32."""
+    assert data.X_train.dtype == data.X_test.dtype == np.float32
+    assert data.y_train.dtype == np.int32
+    rows = np.concatenate([rows_of(data, "train"), rows_of(data, "test")])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(X)))
+    np.testing.assert_array_equal(data.X_train, X[rows_of(data, "train")].astype(np.float32))
+    np.testing.assert_array_equal(data.y_train, y[rows_of(data, "train")])
+    np.testing.assert_array_equal(data.y_test, y[rows_of(data, "test")])
+
+
+def write_delimited(path, header, rows, delimiter=","):
+    lines = [delimiter.join(header)] + [delimiter.join(str(c) for c in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_load_dataset_from_arrays():
+    X, y = indexed_problem()
+    data = datasets.load_dataset((X, y), standardize=False)
+    assert_round_trip(data, X, y)
+    assert (data.name, data.source, data.task, data.num_classes) == ("arrays", "arrays", "multiclass", 4)
+    np.testing.assert_array_equal(np.bincount(data.y_test), [2, 2, 2, 2])  # stratified: 10 per class, 2.5 -> 2
+    same_dtype = X.astype(np.float32)
+    kept = datasets.load_dataset((same_dtype, y), test=(same_dtype, y), standardize=False)
+    assert not np.shares_memory(kept.X_train, same_dtype)  # a copy, even with nothing to convert
+
+
+def test_load_dataset_npz_round_trip_and_keys(tmp_path):
+    X, y = indexed_problem()
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    data = datasets.load_dataset(tmp_path / "data.npz", standardize=False)
+    assert_round_trip(data, X, y)
+    assert (data.name, data.source) == ("data", str(tmp_path / "data.npz"))
+    np.savez(tmp_path / "lower.npz", x=X, Y=y)  # the other spellings of the default names
+    assert_round_trip(datasets.load_dataset(tmp_path / "lower.npz", standardize=False), X, y)
+    np.savez(tmp_path / "named.npz", features=X.reshape(40, 3, 1), targets=y)  # (n, h, w) is flattened
+    named = datasets.load_dataset(tmp_path / "named.npz", keys=("features", "targets"), standardize=False)
+    assert_round_trip(named, X, y)
+    with pytest.raises(ValueError, match=r"keys: .* has no array 'X' \(nor 'x'\); it holds \['features', 'targets'\]"):
+        datasets.load_dataset(tmp_path / "named.npz")
+    with pytest.raises(ValueError, match="label: an .npz file names its arrays with keys"):
+        datasets.load_dataset(tmp_path / "named.npz", label="targets")
+
+
+def test_load_dataset_npy_label_column(tmp_path):
+    X, y = indexed_problem()
+    np.save(tmp_path / "last.npy", np.column_stack([X, y]))
+    assert_round_trip(datasets.load_dataset(tmp_path / "last.npy", standardize=False), X, y)
+    np.save(tmp_path / "first.npy", np.column_stack([y, X]))
+    data = datasets.load_dataset(tmp_path / "first.npy", label=0, standardize=False)
+    assert_round_trip(data, X, y)
+    with pytest.raises(ValueError, match=r"label: .* expected the label column's index in \[-4, 3\], got 4"):
+        datasets.load_dataset(tmp_path / "first.npy", label=4)
+    np.save(tmp_path / "flat.npy", y)
+    with pytest.raises(ValueError, match=r"source: .* holds an array of shape \(40,\) .* expected one plain 2-D"):
+        datasets.load_dataset(tmp_path / "flat.npy")
+
+
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")], ids=["csv", "tsv"])
+def test_load_dataset_csv_and_tsv_round_trip(tmp_path, suffix, delimiter):
+    X, y = indexed_problem()
+    rows = [
+        [repr(float(x[0])), repr(float(x[1])), label, repr(float(x[2]))] for x, label in zip(X, y)
+    ]  # the label column in the middle
+    path = write_delimited(tmp_path / f"table{suffix}", ["id", "a", "label", "b"], rows, delimiter)
+    data = datasets.load_dataset(path, standardize=False)
+    assert_round_trip(data, X, y)
+    assert data.name == "table" and data.num_features == 3
+    for name in ("y", "target", "class", "Class"):  # the defaults, then in any case
+        write_delimited(path, ["id", "a", name, "b"], rows, delimiter)
+        assert_round_trip(datasets.load_dataset(path, standardize=False), X, y)
+    write_delimited(path, ["id", "a", "kind", "b"], rows, delimiter)
+    assert_round_trip(datasets.load_dataset(path, label="kind", standardize=False), X, y)
+
+
+def test_load_dataset_csv_label_column_order_of_defaults(tmp_path):
+    path = write_delimited(tmp_path / "t.csv", ["target", "y", "f"], [[5, i % 2, i] for i in range(8)])
+    data = datasets.load_dataset(path, test_fraction=0.5)  # 'y' comes before 'target'
+    assert data.task == "binary" and data.num_features == 2
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_load_dataset_idx_images_and_labels(tmp_path, compress):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, 5, 4), dtype=np.uint8)
+    labels = (np.arange(12) % 3).astype(np.uint8)
+    gz = ".gz" if compress else ""
+    path = write_idx(tmp_path / f"train-images-idx3-ubyte{gz}", images, compress=compress)
+    other = write_idx(tmp_path / f"my-labels{gz}", labels, compress=compress)
+    data = datasets.load_dataset(path, label=other, standardize=False, test_fraction=0.25)
+    assert data.name == "train-images-idx3-ubyte" and data.num_features == 20 and data.num_classes == 3
+    X = images.reshape(12, 20).astype(np.float32)
+    found = np.concatenate([data.X_train, data.X_test])
+    order = [int(np.flatnonzero((X == row).all(axis=1))[0]) for row in found]
+    np.testing.assert_array_equal(np.sort(order), np.arange(12))
+    np.testing.assert_array_equal(np.concatenate([data.y_train, data.y_test]), labels[order])
+    with pytest.raises(ValueError, match="label: for the IDX images .* expected the path of the matching IDX labels"):
+        datasets.load_dataset(path)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{gz}", labels, compress=compress)  # found from the MNIST naming
+    guessed = datasets.load_dataset(path, standardize=False)
+    np.testing.assert_array_equal(guessed.X_train, data.X_train)
+    write_idx(other, labels[:5], compress=compress)
+    with pytest.raises(ValueError, match=r"label: .* holds labels of shape \(5,\); expected \(12,\)"):
+        datasets.load_dataset(path, label=other)
+
+
+def test_load_dataset_mnist_folder(tmp_path):
+    arrays = write_mnist(tmp_path, n_train=8, n_test=4)
+    data = datasets.load_dataset(tmp_path, standardize=False)
+    raw = load_mnist(tmp_path, scaling=None)
+    np.testing.assert_array_equal(data.X_train, raw.X_train)
+    np.testing.assert_array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte"])
+    assert (data.task, data.num_classes, data.name) == ("multiclass", 10, tmp_path.name)  # MNIST's ten digits
+    standardised = datasets.load_dataset(tmp_path)
+    np.testing.assert_allclose(standardised.X_train.mean(axis=0), 0, atol=1e-5)
+    val = datasets.load_dataset(tmp_path, validation_fraction=0.25)
+    assert len(val.X_train) + len(val.X_val) == 8 and len(val.X_val) >= 1 and len(val.X_test) == 4
+    with pytest.raises(ValueError, match="test: the MNIST folder .* holds its own labels and test split"):
+        datasets.load_dataset(tmp_path, test=tmp_path)
+
+
+def test_load_dataset_bundled_with_validation():
+    pytest.importorskip("sklearn")
+    plain, val = datasets.load_dataset("digits"), datasets.load_dataset("digits", validation_fraction=0.2)
+    np.testing.assert_array_equal(val.y_test, plain.y_test)  # the test split is untouched
+    assert len(val.X_train) + len(val.X_val) == len(plain.X_train)
+    assert datasets.load_digits(validation_fraction=0.2).y_val.shape == val.y_val.shape
+    with pytest.raises(ValueError, match="test: the bundled set 'digits' has its own labels and test split"):
+        datasets.load_dataset("digits", test="other.csv")
+
+
+# -- labels: 0..C-1, checked or remapped -----------------------------------------------------------
+
+
+def test_labels_not_starting_at_zero_name_y_and_the_remap_fix():
+    X, _ = indexed_problem()
+    y = np.arange(40) % 3 + 1
+    with pytest.raises(ValueError, match=r"^y: .* found 3 distinct values \[1, 2, 3\]: they do not start at 0") as info:
+        datasets.load_dataset((X, y))
+    assert "labels='remap'" in str(info.value) and "1 -> 0, 2 -> 1, 3 -> 2" in str(info.value)
+    data = datasets.load_dataset((X, y), labels="remap", standardize=False)
+    assert data.num_classes == 3 and data.y_train.dtype == np.int32
+    np.testing.assert_array_equal(data.classes, [1, 2, 3])
+    np.testing.assert_array_equal(data.classes[data.y_train], y[rows_of(data)])
+    assert set(np.unique(data.y_train)) == {0, 1, 2}
+
+
+def test_labels_with_gaps_or_negative():
+    X, _ = indexed_problem()
+    gaps = np.array([0, 2, 5, 5] * 10)
+    with pytest.raises(ValueError, match=r"^y: .* \[0, 2, 5\]: they have gaps \(3 missing: \[1, 3, 4\]\)"):
+        datasets.load_dataset((X, gaps))
+    data = datasets.load_dataset((X, gaps), labels="remap")
+    np.testing.assert_array_equal(data.classes, [0, 2, 5])
+    assert data.num_classes == 3
+    declared = datasets.load_dataset((X, gaps), num_classes=6)  # classes absent from the data, said so
+    assert declared.num_classes == 6 and set(np.unique(declared.y_train)) == {0, 2, 5}
+    with pytest.raises(ValueError, match="num_classes: the labels need at least 6 classes .* got 5"):
+        datasets.load_dataset((X, gaps), num_classes=5)
+    with pytest.raises(ValueError, match=r"^y: .* some are negative"):
+        datasets.load_dataset((X, np.arange(40) % 3 - 1))
+
+
+def test_string_labels_error_and_remap(tmp_path):
+    rows = [[i, ["cat", "dog", "emu"][i % 3]] for i in range(30)]
+    path = write_delimited(tmp_path / "animals.csv", ["size", "class"], rows)
+    with pytest.raises(
+        ValueError, match=r"^y \(column 'class' of '.*animals.csv'\): .* \['cat', 'dog', 'emu'\]: they are strings"
+    ):
+        datasets.load_dataset(path)
+    data = datasets.load_dataset(path, labels="remap")
+    assert (data.task, data.num_classes) == ("multiclass", 3)
+    np.testing.assert_array_equal(data.classes, ["cat", "dog", "emu"])
+    assert "remapped from ['cat', 'dog', 'emu']" in datasets.describe(data)
+
+
+@pytest.mark.parametrize("values", [[-1, 1], ["no", "yes"]], ids=["minus_one_one", "no_yes"])
+def test_binary_labels_must_be_zero_one(values):
+    X, _ = indexed_problem()
+    y = np.array(values * 20)
+    with pytest.raises(ValueError, match=r"^y: class labels for task='binary' .* must be the integers 0 and 1") as info:
+        datasets.load_dataset((X, y))
+    assert f"{values[0]!r} -> 0, {values[1]!r} -> 1" in str(info.value)
+    data = datasets.load_dataset((X, y), labels="remap")
+    assert (data.task, data.num_classes) == ("binary", 2) and set(np.unique(data.y_train)) == {0, 1}
+    np.testing.assert_array_equal(data.classes, values)
+    zero_one = datasets.load_dataset((X, np.array([0, 1] * 20)))  # passes as is
+    assert zero_one.task == "binary" and zero_one.classes is None
+    with pytest.raises(ValueError, match="y: task='binary' needs at most two distinct labels, found 4"):
+        datasets.load_dataset((X, np.arange(40) % 4), task="binary")
+
+
+def test_non_integer_labels_with_a_classification_task():
+    X, _ = indexed_problem()
+    y = np.linspace(0, 1, 40)
+    with pytest.raises(ValueError, match=r"^y: class labels for task='multiclass' .* some are not integers"):
+        datasets.load_dataset((X, y), task="multiclass")
+    with pytest.raises(ValueError, match="labels: 'remap' maps class labels to 0..C-1, but the task is 'regression'"):
+        datasets.load_dataset((X, y), labels="remap")
+    with pytest.raises(ValueError, match="labels: 'remap' .* task is 'regression'"):
+        datasets.load_dataset((X, np.arange(40) % 4), task="regression", labels="remap")
+    with pytest.raises(ValueError, match=r"y: .* is nan; expected finite labels"):
+        datasets.load_dataset((X, np.where(np.arange(40) == 7, np.nan, y)))
+
+
+def test_task_inference():
+    X, _ = indexed_problem()
+    infer = lambda y, **kw: datasets.load_dataset((X, np.asarray(y)), **kw)  # noqa: E731
+    assert infer(np.arange(40) % 4).task == "multiclass"
+    assert infer(np.arange(40) % 2).task == "binary"
+    assert infer((np.arange(40) % 2).astype(np.float64)).task == "binary"  # integer-valued floats are classes
+    assert infer(np.arange(40) % 2, num_classes=3).task == "multiclass"
+    regression = infer(np.linspace(-1, 1, 40))
+    assert (regression.task, regression.num_classes, regression.y_train.dtype) == ("regression", None, np.float32)
+    assert infer(np.arange(40) % 4, task="regression").task == "regression"  # integer targets: say so
+    with pytest.raises(ValueError, match="task='regression' if y is a continuous target"):
+        infer(np.arange(40) * 3)
+    with pytest.raises(ValueError, match="num_classes: only classification has classes"):
+        infer(np.linspace(-1, 1, 40), num_classes=3)
+    with pytest.raises(ValueError, match="num_classes: a binary task has 2 classes, got 3"):
+        infer(np.arange(40) % 2, task="binary", num_classes=3)
+    with pytest.raises(ValueError, match="task: expected one of"):
+        infer(np.arange(40) % 2, task="classification")
+
+
+# -- standardisation, validation split, separate test file ---------------------------------------
+
+
+def test_standardisation_uses_training_statistics_only(tmp_path):
+    rng = np.random.default_rng(3)
+    X_train = rng.normal(2.0, 3.0, (30, 3))
+    X_train[:, 1] = 5.0  # constant in the training file: centred only
+    X_test = rng.normal(-4.0, 1.0, (10, 3))
+    y_train, y_test = np.arange(30) % 2, np.arange(10) % 2
+    np.savez(tmp_path / "train.npz", X=X_train, y=y_train)
+    np.savez(tmp_path / "test.npz", X=X_test, y=y_test)
+    data = datasets.load_dataset(tmp_path / "train.npz", test=tmp_path / "test.npz", validation_fraction=0.2)
+    mean, std = data.X_train.mean(axis=0), data.X_train.std(axis=0)
+    np.testing.assert_allclose(mean, 0, atol=1e-6)
+    np.testing.assert_allclose(std[[0, 2]], 1, atol=1e-6)
+    assert np.all(data.X_train[:, 1] == 0)
+    np.testing.assert_allclose(data.X_test[:, 1], X_test[:, 1] - 5.0, rtol=1e-6)  # the training mean, scale 1
+    assert data.X_test[:, 0].mean() < -1  # the test set's shift is kept: its own statistics were not used
+    raw = datasets.load_dataset(
+        tmp_path / "train.npz", test=tmp_path / "test.npz", validation_fraction=0.2, standardize=False, dtype="float64"
+    )
+    np.testing.assert_array_equal(raw.X_test, X_test)  # standardize=False: as given
+    m, s = raw.X_train[:, 0].mean(), raw.X_train[:, 0].std()
+    np.testing.assert_allclose(data.X_val[:, 0], (raw.X_val[:, 0] - m) / s, rtol=1e-5)  # validation: training stats
+    np.testing.assert_allclose(data.X_test[:, 0], (X_test[:, 0] - m) / s, rtol=1e-5)
+    np.testing.assert_array_equal(
+        datasets.load_dataset(tmp_path / "train.npz", test=tmp_path / "test.npz", standardize=False).X_test,
+        X_test.astype(np.float32),  # float64 input becomes float32 unless dtype= says otherwise
+    )
+    wide = datasets.load_dataset(tmp_path / "train.npz", test=tmp_path / "test.npz", dtype="float64")
+    assert wide.X_train.dtype == wide.X_test.dtype == np.float64
+
+
+def test_regression_targets_left_as_given_unless_asked():
+    X, _ = indexed_problem()
+    y = np.linspace(10.0, 20.0, 40) + 0.5
+    given = datasets.load_dataset((X, y), standardize=False)
+    np.testing.assert_allclose(given.y_train, y[rows_of(given)], rtol=1e-6)
+    assert (given.target_mean, given.target_scale) == (0.0, 1.0)
+    scaled = datasets.load_dataset((X, y), standardize_target=True, validation_fraction=0.25, standardize=False)
+    train_targets = y[rows_of(scaled)]
+    assert scaled.target_mean == pytest.approx(train_targets.mean()) and scaled.target_scale == pytest.approx(
+        train_targets.std()
+    )
+    np.testing.assert_allclose(
+        scaled.y_val, (y[rows_of(scaled, "val")] - train_targets.mean()) / train_targets.std(), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="standardize_target: only regression targets can be standardised"):
+        datasets.load_dataset((X, np.arange(40) % 2), standardize_target=True)
+
+
+def test_validation_split_is_disjoint_seeded_and_leaves_the_test_split_alone():
+    X, y = indexed_problem(n=80)
+    load = lambda **kw: datasets.load_dataset((X, y), standardize=False, **kw)  # noqa: E731
+    data = load(validation_fraction=0.25, seed=5)
+    train, val, test = rows_of(data), rows_of(data, "val"), rows_of(data, "test")
+    assert set(train).isdisjoint(val) and set(train).isdisjoint(test) and set(val).isdisjoint(test)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val, test])), np.arange(80))
+    np.testing.assert_array_equal(data.y_val, y[val])
+    np.testing.assert_array_equal(np.bincount(data.y_val), [4, 4, 4, 4])  # stratified: 15 per class, 3.75 -> 4
+    again, other, none = load(validation_fraction=0.25, seed=5), load(validation_fraction=0.25, seed=6), load(seed=5)
+    np.testing.assert_array_equal(rows_of(again, "val"), val)
+    np.testing.assert_array_equal(rows_of(again), train)
+    assert not np.array_equal(np.sort(rows_of(other, "val")), np.sort(val))
+    np.testing.assert_array_equal(rows_of(none, "test"), test)  # the test split does not depend on it
+    assert none.X_val is None and none.y_val is None
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match=r"validation_fraction: expected a number in \[0, 1\)"):
+            load(validation_fraction=bad)
+    with pytest.raises(ValueError, match="validation_fraction: 0.01 of n = 60 leaves an empty part"):
+        load(validation_fraction=0.01)
+
+
+def test_separate_test_file(tmp_path):
+    train_rows = [[i, 2 * i, ["low", "high"][i % 2]] for i in range(10)]
+    test_rows = [[f"{i}.5", ["low", "high"][i % 2], i] for i in range(4)]  # other column order, by name
+    train = write_delimited(tmp_path / "train.csv", ["a", "b", "label"], train_rows)
+    test = write_delimited(tmp_path / "test.csv", ["a", "label", "b"], test_rows)
+    data = datasets.load_dataset(train, test=test, labels="remap", standardize=False)
+    assert (len(data.X_train), len(data.X_test)) == (10, 4)  # no test_fraction split
+    np.testing.assert_array_equal(data.X_train[:, 0], np.arange(10))  # the file's order
+    np.testing.assert_array_equal(data.X_test, [[i + 0.5, i] for i in range(4)])
+    np.testing.assert_array_equal(data.classes, ["high", "low"])
+    np.testing.assert_array_equal(data.y_test, [1, 0, 1, 0])
+    write_delimited(tmp_path / "other.csv", ["a", "c", "label"], train_rows)
+    with pytest.raises(ValueError, match=r"test: .* missing \['b'\], extra \['c'\]"):
+        datasets.load_dataset(train, test=tmp_path / "other.csv", labels="remap")
+    np.save(tmp_path / "test.npy", np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"test: expected a file of the same kind as .* \(csv\), got .* \(npy\)"):
+        datasets.load_dataset(train, test=tmp_path / "test.npy")
+    X, y = indexed_problem()
+    arrays = datasets.load_dataset((X, y), test=(X[:8], y[:8]), standardize=False)
+    np.testing.assert_array_equal(arrays.X_test, X[:8].astype(np.float32))
+    with pytest.raises(ValueError, match=r"test \(X\): 2 features; expected 3"):
+        datasets.load_dataset((X, y), test=(X[:8, :2], y[:8]))
+
+
+# -- CSV errors and the rest of the argument checks ---------------------------------------------
+
+
+def test_csv_errors_name_the_file_row_and_column(tmp_path):
+    path = write_delimited(tmp_path / "bad.csv", ["height", "weight", "kind"], [[1, 2, 0], [3, 4, 1]])
+    with pytest.raises(
+        ValueError, match=r"label: .*bad.csv' has no label column named 'label', 'y', 'target' or 'class'"
+    ) as info:
+        datasets.load_dataset(path)
+    assert "['height', 'weight', 'kind']" in str(info.value)
+    with pytest.raises(
+        ValueError, match=r"label: .* has no column 'species'; its columns are \['height', 'weight', 'kind'\]"
+    ):
+        datasets.load_dataset(path, label="species")
+    write_delimited(path, ["height", "weight", "label"], [[1, 2, 0], [3, "n/a", 1], [5, 6, 0]])
+    with pytest.raises(
+        ValueError, match=r"source: '.*bad.csv' row 2 \(line 3\), column 'weight': 'n/a' is not a number"
+    ):
+        datasets.load_dataset(path)
+    write_delimited(path, ["height", "weight", "label"], [[1, 2, 0], [3, "inf", 1]])
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\), column 'weight': 'inf' is not a finite number"):
+        datasets.load_dataset(path)
+    write_delimited(path, ["height", "weight", "label"], [[1, 2, 0], [3, 1]])
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\) has 2 cells; expected 3"):
+        datasets.load_dataset(path)
+    write_delimited(path, ["height", "weight", "label"], [[1, 2, 0], [3, 4, ""]])
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\), label column 'label': ''; expected a label"):
+        datasets.load_dataset(path)
+    path.write_text("")
+    with pytest.raises(ValueError, match="source: .* is empty; expected a header row"):
+        datasets.load_dataset(path)
+
+
+def test_load_dataset_argument_errors(tmp_path):
+    X, y = indexed_problem()
+    with pytest.raises(ValueError, match="source: unknown data set 'nowhere.csv'"):
+        datasets.load_dataset("nowhere.csv")
+    with pytest.raises(ValueError, match="source: no file or folder at"):
+        datasets.load_dataset(tmp_path / "nowhere.csv")
+    (tmp_path / "notes.txt").write_text("not data")
+    with pytest.raises(ValueError, match=r"source: path: .*notes.txt' is not an IDX file.*any other file as IDX"):
+        datasets.load_dataset(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="source: expected a pair"):
+        datasets.load_dataset((X, y, y))
+    with pytest.raises(ValueError, match="labels: expected 'check' or 'remap', got 'fix'"):
+        datasets.load_dataset((X, y), labels="fix")
+    with pytest.raises(ValueError, match="dtype: expected a floating dtype .* got int32"):
+        datasets.load_dataset((X, y), dtype="int32")
+    with pytest.raises(ValueError, match="seed: expected an int >= 0, got -1"):
+        datasets.load_dataset((X, y), seed=-1)
+    with pytest.raises(ValueError, match="standardize: expected True, False or None, got 'yes'"):
+        datasets.load_dataset((X, y), standardize="yes")
+    with pytest.raises(ValueError, match="keys: only an .npz file has named arrays"):
+        np.save(tmp_path / "a.npy", np.column_stack([X, y]))
+        datasets.load_dataset(tmp_path / "a.npy", keys=("a", "b"))
+    with pytest.raises(ValueError, match=r"source \(X\): row 3, column 1 is nan; expected finite numbers"):
+        datasets.load_dataset((np.where(np.arange(120).reshape(40, 3) == 10, np.nan, X), y))
+    with pytest.raises(ValueError, match=r"y: expected one label per sample, shape \(40,\), got \(39,\)"):
+        datasets.load_dataset((X, y[:39]))
+
+
+def test_describe_is_one_line():
+    X, y = indexed_problem()
+    line = datasets.describe(datasets.load_dataset((X, y), validation_fraction=0.25))
+    assert line == "arrays: 24 train / 8 val / 8 test, 3 features, multiclass, 4 classes"
+    line = datasets.describe(datasets.load_dataset((X, np.linspace(0, 1, 40)), standardize_target=True))
+    assert line.startswith("arrays: 30 train / 0 val / 10 test, 3 features, regression, target standardised (mean")
+    assert "\n" not in line
