@@ -1,51 +1,47 @@
-"""The ``bcd-jax`` command line: train from an experiment file, run a sweep, run the benchmark.
+"""The ``bcd-jax`` command line: train from an experiment file, run a grid.
 
     bcd-jax run configs/paper_fig1.toml --set sweeps=10 --set hyper.gamma=0.3   # -> results/paper_fig1/
+    bcd-jax run configs/study/digits_whole_objective.toml --set data.validation_fraction=0.1
+    bcd-jax run my_experiment.toml --import my_family        # a family registered by your module
     bcd-jax run configs/paper_fig1.toml --checkpoint-every 10 --out results/fig1
-    bcd-jax run configs/paper_fig1.toml --resume results/fig1 --checkpoint-every 10 --set sweeps=80
-    bcd-jax sweep configs/sweep_fig1.toml --set sweeps=10                        # -> results/sweep_fig1/
-    bcd-jax bench --quick                                                       # scripts/bench.py --quick
+    bcd-jax run --resume results/fig1 --set sweeps=80         # continues with the run's own settings
+    bcd-jax grid configs/grid_fig1.toml --set sweeps=10       # -> results/grid_fig1/
 
-``--set KEY=VALUE`` changes one field: ``sweeps``, ``seed``, ``network.<field>``,
-``algorithm.<field>`` (``algorithm.name`` switches the algorithm), ``hyper.<field>`` or
-``data.<field>``; values follow TOML (``50``, ``0.3``, ``[0.5, 1.5]``, ``"gd"``).
-``python -m bcd_jax`` is the same program.
-
-Exit status: 0 when every run finished; 2 for an error in the input (an unknown ``--set``
-key, a bad value, an existing output folder), printed as one line naming the argument; 3 when
-a run (or any member of a sweep) diverged: its files are still written, holding the last
-finite state, and the divergence is named on stderr.
+An experiment file names its data: the paper's teacher problem, a bundled set or your own file
+(``[data] path = "my_data.csv"``; see ``bcd_jax.experiments``). ``--set KEY=VALUE`` changes one
+field: ``sweeps``, ``seed``, ``network.<field>``, ``algorithm.<field>`` (``algorithm.name``
+switches the family), ``hyper.<field>``, ``stop.<field>`` or ``data.<field>``; values follow
+TOML (``50``, ``0.3``, ``[0.5, 1.5]``, ``"gd"``). ``python -m bcd_jax`` is the same program.
+``bcd-jax sweep`` is the old name of ``bcd-jax grid`` (deprecated).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.util
-import runpy
 import sys
-import tomllib
 import warnings
 from pathlib import Path
 from typing import Any
 
+from bcd_jax.interrupts import interrupts_stop_runs
+
 __all__ = [
     "EXIT_DIVERGED",
+    "EXIT_INTERRUPTED",
+    "EXIT_MEMORY",
     "EXIT_OK",
     "EXIT_USAGE",
-    "apply_overrides",
-    "bench_script",
     "build_parser",
     "main",
-    "parse_overrides",
 ]
 
-EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
-_RUN_FILES = ("config.json", "diagnostics.jsonl", "metrics.json", "params.npz", "loss.png")
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_MEMORY, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 _EPILOG = """exit status:
-  0  every run finished
-  2  an error in the input (one line on stderr naming the argument)
-  3  a run, or a member of a sweep, diverged (its files are still written; the last finite state is kept)
+  0    the run (every member of a grid) ended as asked: its sweep budget or a stopping rule
+  2    an error in the input (one line on stderr naming the argument)
+  3    a run, or a member of a grid, diverged (its files are written; the last finite state is kept)
+  4    the run needs more memory than the machine has (said before it starts, naming what needs less)
+  130  interrupted (Ctrl-C): the run stopped at a sweep boundary, wrote its checkpoint and prints how to resume
 """
 
 
@@ -53,266 +49,260 @@ class CLIError(ValueError):
     """A user error on the command line: printed as one line, exit status 2."""
 
 
-# --------------------------------------------------------------------------------------
-# --set key=value
-# --------------------------------------------------------------------------------------
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Parses ``--set key=value`` items; values follow TOML (``50``, ``0.3``, ``[0.5, 1.5]``, ``"gd"``).
-
-    A value that is not valid TOML is taken as a plain string, so ``--set algorithm.inner=exact``
-    works. Keys are checked by :func:`apply_overrides`.
-    """
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise CLIError(f"--set: expected key=value, got {item!r}")
-        try:
-            value = tomllib.loads(f"value = {text.strip()}")["value"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()
-        out[key] = value
-    return out
-
-
-def apply_overrides(config, data, overrides: dict[str, Any]):
-    """Returns ``(config, data)`` with the overrides applied (see :func:`bcd_jax.experiments.apply_overrides`).
-
-    Each key is applied and checked on its own, so that an error names the ``--set`` item.
-    """
-    from bcd_jax.experiments import apply_overrides as apply_one
-    from bcd_jax.experiments import check_override_key
-
-    new_name = overrides.get("algorithm.name")
-    for key in overrides:
-        try:
-            check_override_key(key, config, new_name if isinstance(new_name, str) and key != "algorithm.name" else None)
-        except ValueError as exc:
-            raise CLIError(f"--set: {exc}") from None
-    try:
-        return apply_one(config, data, overrides)
-    except (ValueError, TypeError) as exc:
-        key = _named_key(exc, overrides)
-        shown = f"--set {key}={overrides[key]!r}" if key else " ".join(f"--set {k}={v!r}" for k, v in overrides.items())
-        raise CLIError(f"{shown}: {exc}") from None
-
-
-def _named_key(exc: Exception, overrides: dict[str, Any]) -> str | None:
-    """The one override an error is about (its message starts with the key or its field), for a precise message."""
-    if len(overrides) == 1:
-        return next(iter(overrides))
-    text = str(exc)
-    hits = [k for k in overrides if text.startswith((f"{k}:", f"{k.rpartition('.')[2]}:"))]
-    return hits[0] if len(hits) == 1 else None
-
-
-# --------------------------------------------------------------------------------------
-# Subcommands
-# --------------------------------------------------------------------------------------
-
-
-def _is_nonempty_dir(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
-
-
 def _require_matplotlib(what: str) -> None:
     try:
         import matplotlib  # noqa: F401  (checked before training, not after)
     except ImportError:
-        raise CLIError(f"{what}: writing the plot needs matplotlib; pip install 'bcd_jax[plot]'") from None
+        raise CLIError(
+            f"{what}: writing the plot needs matplotlib; pip install 'bcd_jax[plot]' (in a checkout: "
+            "pip install -e '.[plot]')"
+        ) from None
 
 
-def _cmd_run(args) -> int:
-    import jax
-    import numpy as np
+def _overrides(items: list[str]) -> dict[str, Any]:
+    from bcd_jax.config import parse_assignments
 
-    from bcd_jax.driver.checkpoint import CHECKPOINT_FILE
-    from bcd_jax.driver.fit import BCDDivergenceWarning, fit
-    from bcd_jax.experiments import experiment_data, load_experiment, plot_experiment, run_metrics
-    from bcd_jax.io import FolderLock, atomic_write, atomic_write_text, dumps_json
+    return parse_assignments(items, "--set")
 
-    config, data, _ = load_experiment(args.config)
-    config, data = apply_overrides(config, data, parse_overrides(args.set))
-    config.to_dict()  # config.json must record it; fails now, not after training
-    _require_matplotlib("run")
+
+def _with_overrides(thing, overrides: dict[str, Any]):
+    """``thing.with_overrides(overrides)``; an error names the ``--set`` item it is about."""
+    if not overrides:
+        return thing
+    try:
+        return thing.with_overrides(overrides)
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        hits = [k for k in overrides if text.startswith((f"{k}:", f"{k.rpartition('.')[2]}:"))]
+        if len(overrides) == 1 or len(hits) == 1:
+            key = hits[0] if hits else next(iter(overrides))
+            raise CLIError(f"--set {key}={overrides[key]!r}: {exc}") from None
+        raise CLIError(f"--set: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------
+
+
+def _resumed_experiment(out: Path, config_path: Path | None):
+    """The experiment a folder's checkpoint ran (its configuration, data and family's module)."""
+    from bcd_jax.driver.checkpoint import CHECKPOINT_FILE, read_checkpoint_meta
+    from bcd_jax.experiments import experiment_from_dict
+    from bcd_jax.experiments.folder import CHECKPOINT_DIR
+
+    checkpoint = out / CHECKPOINT_DIR / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        hint = f" bcd-jax run {config_path} --out {out}" if config_path else f" bcd-jax run CONFIG --out {out}"
+        raise CLIError(
+            f"--resume: {str(out)!r} holds no checkpoint ({str(checkpoint)!r}): no run there wrote one (a run stopped "
+            f"before its first checkpoint leaves nothing to resume); start it afresh:{hint}"
+        )
+    meta = read_checkpoint_meta(out / CHECKPOINT_DIR)
+    tables = dict(meta["config"])
+    extra = meta.get("metadata", {})
+    tables["data"] = extra.get("data", {})
+    tables["experiment"] = {}
+    from bcd_jax.algorithms import ALGORITHMS
+
+    name = tables.get("algorithm", {}).get("name")
+    if name is not None and name not in ALGORITHMS:
+        module = meta.get("algorithm_module")
+        raise CLIError(
+            f"--resume: the checkpoint's family {name!r} is not registered here; it was registered by the module "
+            f"{module!r}: pass --import {module} (or install the package that declares it in the "
+            "'bcd_jax.algorithms' entry-point group)"
+        )
+    return experiment_from_dict(tables, source=str(checkpoint)), meta
+
+
+def _cmd_run(args, interrupted) -> int:
+    from bcd_jax.datasets import describe as describe_split
+    from bcd_jax.experiments import experiment_data, load_experiment, run_metrics
+    from bcd_jax.experiments.folder import CHECKPOINT_DIR, clear_views, folder_state, write_views
+    from bcd_jax.experiments.runs import fit_kwargs
+    from bcd_jax.io import FolderLock
+
+    overrides = _overrides(args.set)
     if args.resume is not None:
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
             raise CLIError(
-                f"--out: {str(args.out)!r} differs from --resume {str(args.resume)!r}; a resumed run "
-                "writes into its own folder, so give only --resume"
+                f"--out: {str(args.out)!r} differs from --resume {str(args.resume)!r}; a resumed run writes into its "
+                "own folder, so give only --resume"
             )
         out = Path(args.resume)
-        if not (out / "checkpoint" / CHECKPOINT_FILE).is_file():
-            raise CLIError(
-                f"--resume: no checkpoint at {str(out / 'checkpoint' / CHECKPOINT_FILE)!r}; expected the "
-                "output folder of an earlier 'bcd-jax run'"
-            )
+        experiment, meta = _resumed_experiment(out, args.config)
+        if args.config is not None:
+            print(f"bcd-jax run: --resume uses the configuration kept in {out}; {args.config} is not read")
+        title_name = Path(args.config).stem if args.config else out.name
     else:
+        if args.config is None:
+            raise CLIError("config: expected an experiment file (e.g. configs/paper_fig1.toml), or --resume DIR")
+        experiment = load_experiment(args.config)
         out = Path(args.out) if args.out is not None else Path("results") / Path(args.config).stem
-        if out.exists() and not out.is_dir():
-            raise CLIError(f"--out: {str(out)!r} is a file; expected a folder")
-    split = experiment_data(config, data)  # a missing scikit-learn is named before any folder is touched
-    X, Y = split.X_train, split.y_train
-    validation = (split.X_test, split.y_test) if len(split.X_test) else None
+        title_name = Path(args.config).stem
+    experiment = _with_overrides(experiment, overrides)
+    config = experiment.config
+    config.to_dict()  # config.json must record it; fails now, not after training
+    _require_matplotlib("run")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out: {str(out)!r} is a file; expected a folder")
     lock = FolderLock(out, "--out")
     lock.check_free()  # another live run in this folder is named before anything else is said about it
-    if args.resume is None and _is_nonempty_dir(out) and not args.overwrite:
-        raise CLIError(
-            f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its run, "
-            "or --resume to continue it"
-        )
-    quiet = args.quiet
-    progress = None if quiet else args.progress
-    with lock:  # two commands never write one folder
-        checkpoint_dir = out / "checkpoint"
-        if args.overwrite and args.resume is None:
-            (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a fresh run, not a continuation
+    if args.resume is None:
+        state = folder_state(out)
+        if state.holds_run and not args.overwrite:
+            held = state.checkpoint
+            what = f"run {held['run_id']} ({held['sweep']} sweeps)" if held else "the files of a run"
+            raise CLIError(
+                f"--out: {str(out)!r} holds {what}; pass --overwrite to replace it (the old run stays until the new "
+                f"one writes its first checkpoint), --resume {out} to continue it, or choose another folder"
+            )
+        if state.foreign and not args.overwrite:
+            raise CLIError(
+                f"--out: {str(out)!r} holds files bcd-jax did not write ({', '.join(state.foreign[:5])}); choose "
+                "another folder, or pass --overwrite to write next to them (they are never touched)"
+            )
+    split = experiment_data(experiment)  # a missing scikit-learn or a bad file is named before the folder is touched
+    X, Y = split.X_train, split.y_train
+    if interrupted.is_set():
+        print("bcd-jax run: interrupted before training started; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
+    from bcd_jax.driver.fit import BCDDivergenceWarning, fit
+    from bcd_jax.driver.memory import MemoryNeedError
+    from bcd_jax.stopping import Status
+
+    quiet = args.quiet
+    with lock:  # two commands never write one folder
+        if args.overwrite and args.resume is None:
+            clear_views(out)  # the old run's views go first; its checkpoint stays until ours replaces it
         if not quiet:
             hyper = ", ".join(f"{k}={v:g}" for k, v in config.hyper._asdict().items())
             network = config.network
-            held_out = f", {len(split.X_test)} test" if validation is not None else ""
             print(
-                f"bcd-jax run {args.config}: {config.algorithm.name}, L={network.depth}, r={network.width}, "
-                f"{split.name} n={X.shape[0]}{held_out}, d_in={X.shape[1]}, {hyper}, K={config.sweeps}"
-                + (f", resuming {out}" if args.resume is not None else "")
+                f"bcd-jax run: {config.algorithm.name}, L={network.depth}, r={network.width}, {describe_split(split)}; "
+                f"{hyper}, K={config.sweeps}" + (f"; resuming {out}" if args.resume is not None else "")
             )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BCDDivergenceWarning)
-            result = fit(
-                X,
-                Y,
-                config,
-                key=jax.random.key(config.seed),
-                checkpoint_dir=checkpoint_dir,
-                checkpoint_every=args.checkpoint_every,
-                resume=args.resume is not None,
-                progress=progress,
-                validation=validation,
-            )
+            try:
+                result = fit(
+                    X,
+                    Y,
+                    config,
+                    checkpoint_dir=out / CHECKPOINT_DIR,
+                    checkpoint_every=args.checkpoint_every,
+                    resume=args.resume is not None,
+                    overwrite=args.overwrite and args.resume is None,
+                    progress=None if quiet else args.progress,
+                    checkpoint_metadata={"data": experiment.data.to_dict()},
+                    **fit_kwargs(split),
+                )
+            except MemoryNeedError as exc:
+                print(f"bcd-jax run: error: {exc}", file=sys.stderr)
+                return EXIT_MEMORY
         divergence = [str(w.message) for w in caught if issubclass(w.category, BCDDivergenceWarning)]
-        for w in caught:  # anything else is shown as usual; the divergence becomes one line below
+        for w in caught:  # anything else is shown as usual, as one line; the divergence is said below
             if not issubclass(w.category, BCDDivergenceWarning):
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-
-        atomic_write_text(
-            out / "config.json", dumps_json({**config.to_dict(), "data": dataclasses.asdict(data)}, indent=2) + "\n"
-        )
-        h = result.history
-        lines = [
-            dumps_json({"sweep": k, **{name: v[k] for name, v in h._asdict().items()}, "movement": result.movement[k]})
-            for k in range(len(h.train_mse))
-        ]
-        atomic_write_text(out / "diagnostics.jsonl", "\n".join(lines) + "\n")
+                print(f"bcd-jax run: warning: {w.message}", file=sys.stderr)
         metrics = run_metrics(result, split)
-        atomic_write_text(out / "metrics.json", dumps_json(metrics, indent=2) + "\n")
-        weights = {f"W_{j}": np.asarray(w) for j, w in enumerate(result.params, start=1)}
-        atomic_write(out / "params.npz", lambda fh: np.savez(fh, **weights))
-        plot_experiment(
-            {config.algorithm.name: result},
-            out / "loss.png",
-            title=f"{Path(args.config).stem}: {config.algorithm.paper}",
-        )
+        write_views(out, result, experiment, metrics, title=f"{title_name}: {config.algorithm.paper}")
 
     if not quiet:
-        mse = h.train_mse
-        state = f"diverged at sweep {result.diverged_at}" if result.diverged_at else f"{result.sweeps_completed} sweeps"
+        h = result.history
+        status = result.status
         print(
-            f"train MSE {mse[0]:.3e} -> {mse[-1]:.3e} ({state}; run {result.wall_time:.2f} s, "
-            f"compile {result.compile_time:.2f} s)"
+            f"train loss {h.train_loss[0]:.4g} -> {h.train_loss[-1]:.4g}; {status.message} after "
+            f"{result.sweeps_completed} sweeps (run {result.wall_time:.2f} s, compile {result.compile_time:.2f} s)"
         )
-        tested = [f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("test_")]
-        if tested:
-            print(", ".join(tested))
-        print(f"wrote {out}/: {', '.join(_RUN_FILES)}, checkpoint/")
-    if result.diverged_at is not None:
+        shown = [
+            f"{k} {v:.4g}"
+            for k, v in metrics.items()
+            if k.endswith(("accuracy", "_mse")) and k != "train_mse" and isinstance(v, float)
+        ]
+        if shown:
+            print(", ".join(shown))
+        print(f"wrote {out}/: config.json, diagnostics.jsonl, metrics.json, params.npz, loss.png, checkpoint/")
+    if result.status == Status.DIVERGED:
         detail = divergence[0] if divergence else f"BCD diverged at sweep {result.diverged_at}"
         print(f"bcd-jax run: {detail} Wrote that state to {out}/.", file=sys.stderr)
         return EXIT_DIVERGED
+    if result.status == Status.INTERRUPTED:
+        print(
+            f"bcd-jax run: interrupted after sweep {result.sweeps_completed}; the checkpoint is in "
+            f"{out / CHECKPOINT_DIR}. Continue with: bcd-jax run --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
-def _cmd_sweep(args) -> int:
-    from bcd_jax.driver.sweeps import SWEEP_FILES, load_sweep, run_sweep
+# --------------------------------------------------------------------------------------
+# grid
+# --------------------------------------------------------------------------------------
+
+
+def _cmd_grid(args, interrupted) -> int:
+    from bcd_jax.experiments import GRID_FILES, load_grid, run_grid_file
+    from bcd_jax.experiments.folder import folder_state
     from bcd_jax.io import FolderLock
 
-    spec = load_sweep(args.sweep_config)
-    overrides = parse_overrides(args.set)
-    if overrides:
-        apply_overrides(spec.config, spec.data, overrides)  # an error names the --set item
-        try:
-            spec = spec.with_overrides(overrides)
-        except ValueError as exc:
-            named = any(str(exc).startswith(f"{key}:") for key in overrides)
-            raise CLIError(f"--set {exc}" if named else f"--set: {exc}") from None
-    out = Path(args.out) if args.out is not None else Path("results") / Path(args.sweep_config).stem
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        spec = load_grid(args.grid_file)
+    for w in caught:
+        print(f"bcd-jax grid: warning: {w.message}", file=sys.stderr)
+    spec = _with_overrides(spec, _overrides(args.set))
+    out = Path(args.out) if args.out is not None else Path("results") / Path(args.grid_file).stem
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out: {str(out)!r} is a file; expected a folder")
     FolderLock(out, "--out").check_free()
-    if _is_nonempty_dir(out) and not args.overwrite:
-        raise CLIError(f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its files")
-    _require_matplotlib("sweep")
+    state = folder_state(out)
+    if (state.foreign or state.views or state.checkpoint) and not args.overwrite:
+        raise CLIError(f"--out: {str(out)!r} exists and is not empty; pass --overwrite to replace its grid files")
+    _require_matplotlib("grid")
     swept = spec.keys
-    print(f"bcd-jax sweep {args.sweep_config}: {len(spec.members())} members, swept " + ", ".join(swept))
-    result = run_sweep(spec, out_dir=out, batch_size=args.batch_size, overwrite=True)
-    print(f"{'member':>6}  " + "  ".join(f"{k:>10}" for k in swept) + f"  {'final mse':>10}  {'min mse':>10}  diverged")
+    members = spec.members()
+    print(f"bcd-jax grid {args.grid_file}: {len(members)} members, varying " + ", ".join(swept))
+    if interrupted.is_set():
+        print("bcd-jax grid: interrupted before the runs started; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    result = run_grid_file(spec, out_dir=out, batch_size=args.batch_size, overwrite=True)
+    columns = ["final_train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_mse"]
+    columns = [c for c in columns if any(row.get(c) is not None for row in result.rows)]
+    print(
+        f"{'member':>6}  "
+        + "  ".join(f"{k:>10}" for k in swept)
+        + "  "
+        + "  ".join(f"{c:>14}" for c in columns)
+        + "  status"
+    )
     for row in result.rows:
         values = "  ".join(f"{row[k]!s:>10}" for k in swept)
-        diverged = f"at sweep {row['first_nonfinite_sweep']}" if row["diverged"] else "no"
-        mse = f"{row['final_train_mse']:>10.3e}  {row['min_train_mse']:>10.3e}"
-        print(f"{row['member']:>6}  {values}  {mse}  {diverged}")
+        numbers = "  ".join(f"{row[c]:>14.4g}" if row.get(c) is not None else f"{'':>14}" for c in columns)
+        print(f"{row['member']:>6}  {values}  {numbers}  {row['status']}")
     for g, group in enumerate(result.groups):
         print(
-            f"group {g}: {len(group.members)} members in one program, {group.batch.wall_time:.2f} s "
-            f"(compile {group.batch.compile_time:.2f} s)"
+            f"group {g}: {len(group.members)} members in one program, {group.run.wall_time:.2f} s "
+            f"(compile {group.run.compile_time:.2f} s)"
         )
-    print(f"wrote {out}/: {', '.join(SWEEP_FILES)}")
+    try:
+        best = result.best()
+        metric = next(m for m in ("val_accuracy", "val_loss", "final_train_loss") if best.get(m) is not None)
+        print(f"best by {metric}: member {best['member']} (" + ", ".join(f"{k}={best[k]}" for k in swept) + ")")
+    except ValueError:
+        pass
+    print(f"wrote {out}/: {', '.join(GRID_FILES)}")
     diverged = result.diverged
     if diverged:
         print(
-            f"bcd-jax sweep: {len(diverged)} of {len(result.rows)} members diverged (members {diverged}); see the "
-            "'diverged' column of summary.csv",
+            f"bcd-jax grid: {len(diverged)} of {len(result.rows)} members diverged (members {diverged}); see the "
+            "'status' column of summary.csv",
             file=sys.stderr,
         )
         return EXIT_DIVERGED
     return EXIT_OK
-
-
-def bench_script() -> Path | None:
-    """``scripts/bench.py`` of the checkout this package lives in (never one in the current folder)."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
-    return script if script.is_file() else None
-
-
-def _cmd_bench(argv: list[str]) -> int:
-    """Runs ``scripts/bench.py`` with ``argv``: its ``main(argv)`` if it has one, else as ``__main__``."""
-    script = bench_script()
-    if script is None:
-        root = Path(__file__).resolve().parents[1]
-        raise CLIError(
-            f"bench: scripts/bench.py not found next to the package (in {str(root)!r}); "
-            "install bcd_jax from a checkout of the repository (pip install -e .)"
-        )
-    old_argv, old_path = sys.argv, list(sys.path)
-    sys.argv = [str(script), *argv]
-    sys.path.insert(0, str(script.parent))  # as `python scripts/bench.py` would have it
-    spec = importlib.util.spec_from_file_location("_bcd_jax_bench", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        if callable(getattr(module, "main", None)):
-            return int(module.main(argv) or 0)
-        runpy.run_path(str(script), run_name="__main__")
-        return EXIT_OK
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv, sys.path[:] = old_argv, old_path
-        sys.modules.pop(spec.name, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -331,45 +321,45 @@ def _positive_int(text: str) -> int:
 
 
 _SET_HELP = (
-    "change one field: sweeps, seed, network.<field>, algorithm.<field> (algorithm.name switches the "
-    "algorithm), hyper.<field> or data.<field>; TOML values, e.g. --set sweeps=50 --set hyper.gamma=0.3 "
-    "--set algorithm.svb=[0.5,1.5] --set data.n=200 (repeatable)"
+    "change one field: sweeps, seed, network.<field>, algorithm.<field> (algorithm.name switches the family), "
+    "hyper.<field>, stop.<field> or data.<field>; TOML values, e.g. --set sweeps=50 --set hyper.gamma=0.3 "
+    "--set algorithm.svb=[0.5,1.5] --set data.path=my.csv (repeatable)"
 )
+_IMPORT_HELP = "import MODULE first, so that the families, activations or losses it registers can be named (repeatable)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``bcd-jax`` (``run``, ``sweep``, ``bench``)."""
-    from bcd_jax.driver.progress import PROGRESS_CHOICES
-
+    """The argument parser of ``bcd-jax`` (``run``, ``grid``; ``sweep`` is ``grid``'s old name)."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="bcd-jax", description=__doc__, epilog=_EPILOG, formatter_class=formatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,grid}")
 
     run = sub.add_parser(
         "run",
-        help="train on an experiment file's teacher data; write one output folder",
+        help="train on an experiment file's data (teacher problem, bundled set or your file); write one output folder",
         epilog=_EPILOG,
         formatter_class=formatter,
-        description="Trains bcd_jax.fit on the teacher problem of an experiment file ([network], "
-        "[algorithm], [hyper], [run] + [data]; an [experiment] table is ignored) and "
-        "writes config.json, diagnostics.jsonl (one line per sweep, 0 = initial), "
-        "params.npz, loss.png and checkpoint/ into the output folder.",
+        description="Trains bcd_jax.fit on the data of an experiment file ([network], [algorithm], [hyper], [run], "
+        "[stop] + [data]; an [experiment] table is ignored) and writes checkpoint/, config.json, "
+        "diagnostics.jsonl (one line per sweep, 0 = initial), metrics.json, params.npz and loss.png into the "
+        "output folder.",
     )
-    run.add_argument("config", type=Path, help="experiment TOML, e.g. configs/paper_fig1.toml")
+    run.add_argument("config", type=Path, nargs="?", default=None, help="experiment TOML, e.g. configs/paper_fig1.toml")
     run.add_argument("--out", type=Path, default=None, help="output folder (default results/<config name>)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    run.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help=_IMPORT_HELP)
     run.add_argument(
         "--resume",
         type=Path,
         default=None,
         metavar="DIR",
-        help="continue the run whose output folder is DIR (from DIR/checkpoint); writes into DIR",
+        help="continue the run in DIR with the configuration kept there (--set may raise sweeps or change stop)",
     )
-    run.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty output folder")
+    run.add_argument("--overwrite", action="store_true", help="replace the run in a folder that holds one")
     run.add_argument("--quiet", action="store_true", help="print nothing and show no progress line")
     run.add_argument(
         "--progress",
-        choices=PROGRESS_CHOICES,
+        choices=("auto", "none", "text", "tqdm"),
         default="auto",
         help="progress display (default auto: a text line on an interactive terminal)",
     )
@@ -378,48 +368,61 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="write OUT/checkpoint every N sweeps (default: only at the end); a resumed run is "
+        help="write OUT/checkpoint every N sweeps (default: at the end and on Ctrl-C); a resumed run is "
         "bit-identical to an uninterrupted one when both use the same N",
     )
 
-    sweep = sub.add_parser(
-        "sweep",
-        help="run a sweep file; write a summary table and a comparison plot",
-        epilog=_EPILOG,
-        formatter_class=formatter,
-        description="Runs every member of a sweep file (see configs/sweep_fig1.toml); members "
-        "that differ only in hyper.<field> and seed run in one compiled program. "
-        "--set changes the base every member starts from.",
-    )
-    sweep.add_argument("sweep_config", type=Path, help="sweep TOML, e.g. configs/sweep_fig1.toml")
-    sweep.add_argument("--out", type=Path, default=None, help="output folder (default results/<sweep name>)")
-    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
-    sweep.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=None,
-        metavar="B",
-        help="run at most B members at once (default: all of a group; one at a time on CPU)",
-    )
-    sweep.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-
-    sub.add_parser("bench", help="run scripts/bench.py of this checkout with the remaining arguments", add_help=False)
+    for name, help_text in (
+        ("grid", "run a grid file; write a summary table and a plot"),
+        ("sweep", "deprecated name of 'grid'"),
+    ):
+        grid = sub.add_parser(
+            name,
+            help=help_text,
+            epilog=_EPILOG,
+            formatter_class=formatter,
+            description="Runs every member of a grid file (see configs/grid_fig1.toml), on any data an experiment "
+            "file can name; members that differ only in hyper.<field> and seed run in one compiled program. "
+            "--set changes the base every member starts from.",
+        )
+        grid.add_argument("grid_file", type=Path, help="grid TOML, e.g. configs/grid_fig1.toml")
+        grid.add_argument("--out", type=Path, default=None, help="output folder (default results/<grid name>)")
+        grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+        grid.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help=_IMPORT_HELP)
+        grid.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=None,
+            metavar="B",
+            help="run at most B members at once (default: all of a group; one at a time on CPU)",
+        )
+        grid.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``bcd-jax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see the module docstring)."""
+    """Runs ``bcd-jax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see ``--help``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    try:
-        if argv and argv[0] == "bench":
-            return _cmd_bench(argv[1:])
-        args = parser.parse_args(argv)
-        return _cmd_run(args) if args.command == "run" else _cmd_sweep(args)
-    except (ValueError, OSError, ImportError) as exc:  # user, file-system and missing-extra errors: one line
+    # Ctrl-C from the first instant asks for a stop at the next sweep boundary (imports and
+    # compilation included); a second one stops at once.
+    with interrupts_stop_runs() as interrupted:
         command = argv[0] if argv else ""
-        print(f"bcd-jax {command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+            if args.command == "sweep":
+                print("bcd-jax sweep: deprecated; the command is now 'bcd-jax grid'", file=sys.stderr)
+            from bcd_jax.registry import import_modules
+
+            import_modules(args.imports)
+            if args.command == "run":
+                return _cmd_run(args, interrupted)
+            return _cmd_grid(args, interrupted)
+        except (ValueError, OSError, ImportError) as exc:  # user, file-system and missing-extra errors: one line
+            print(f"bcd-jax {command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:  # a second Ctrl-C
+            print(f"bcd-jax {command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ Attributes declared by each built-in:
 * ``task``: ``"regression"``, ``"multiclass"`` (targets are one-hot rows; integer labels are
   converted) or ``"binary"`` (one output, targets in {0, 1});
 * ``smoothness``: a Lipschitz constant of ``grad_pred loss`` (used by ``step_size="auto"``);
-  ``None`` for a non-smooth loss, for which 1 is used.
+  ``None`` for a non-smooth loss, for which 1 is used;
+* ``quadratic``: the loss is exactly ``1/2 ||pred - target||^2``, so the blocks next to the
+  output have closed-form minimisers (least squares); a family takes those fast paths for any
+  loss that declares it, never by testing a name.
 
 Adding a loss is one function plus one entry in ``LOSSES``; the tests run over the dict.
 """
@@ -25,16 +28,37 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from bcd_jax.registry import Registry
+
 __all__ = ["Loss", "LOSSES", "get_loss", "register_loss", "loss_name"]
+
+
+TASKS = ("regression", "multiclass", "binary")
 
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
+    """A per-sample output loss and the facts the algorithms use (see the module docstring).
+
+    Attributes:
+      name: registry name, or the function's ``__name__`` for an unregistered callable.
+      fn: ``(pred, target) -> scalar`` for one sample.
+      report_scale: reported losses are ``report_scale * loss`` (2 for the squared losses).
+      task: ``"regression"``, ``"multiclass"`` or ``"binary"``.
+      smoothness: a Lipschitz constant of ``grad_pred loss``, or ``None``.
+      quadratic: ``fn`` is exactly ``1/2 ||pred - target||^2``.
+    """
+
     name: str
     fn: Callable[[jax.Array, jax.Array], jax.Array]
     report_scale: float = 1.0
     task: str = "regression"
     smoothness: float | None = None
+    quadratic: bool = False
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"loss.task: expected one of {list(TASKS)}, got {self.task!r}")
 
     def __call__(self, pred, target):
         return self.fn(pred, target)
@@ -69,15 +93,17 @@ def hinge(pred, target):
     return jnp.maximum(jnp.max(margins), 0.0)
 
 
-LOSSES: dict[str, Loss] = {
-    "squared": Loss("squared", squared, report_scale=2.0, task="regression", smoothness=1.0),
+LOSSES: Registry[Loss] = Registry("loss", group="bcd_jax.losses")
+for _loss in (
+    Loss("squared", squared, report_scale=2.0, task="regression", smoothness=1.0, quadratic=True),
     # The squared loss on one-hot class rows (Zeng et al.'s classification loss): labels are encoded
     # and accuracy reported as for the other classification losses.
-    "squared_multiclass": Loss("squared_multiclass", squared, report_scale=2.0, task="multiclass", smoothness=1.0),
-    "softmax_cross_entropy": Loss("softmax_cross_entropy", softmax_cross_entropy, task="multiclass", smoothness=0.5),
-    "logistic": Loss("logistic", logistic, task="binary", smoothness=0.25),
-    "hinge": Loss("hinge", hinge, task="multiclass", smoothness=None),
-}
+    Loss("squared_multiclass", squared, report_scale=2.0, task="multiclass", smoothness=1.0, quadratic=True),
+    Loss("softmax_cross_entropy", softmax_cross_entropy, task="multiclass", smoothness=0.5),
+    Loss("logistic", logistic, task="binary", smoothness=0.25),
+    Loss("hinge", hinge, task="multiclass", smoothness=None),
+):
+    LOSSES.register(_loss.name, _loss, module=__name__)
 
 
 def register_loss(loss: Loss, *, overwrite: bool = False) -> Loss:
@@ -85,10 +111,7 @@ def register_loss(loss: Loss, *, overwrite: bool = False) -> Loss:
     TOML files and checkpoints can name it)."""
     if not isinstance(loss, Loss):
         raise ValueError(f"loss: expected a bcd_jax.Loss, got {type(loss).__name__}")
-    if loss.name in LOSSES and not overwrite:
-        raise ValueError(f"loss: {loss.name!r} is already registered; pass overwrite=True to replace it")
-    LOSSES[loss.name] = loss
-    return loss
+    return LOSSES.register(loss.name, loss, overwrite=overwrite, module=getattr(loss.fn, "__module__", None))
 
 
 def loss_name(loss) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -81,9 +82,31 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+_SAID = set()
+
+
+def _say_once(key: str, message: str) -> None:
+    """One warning per process for a silent conversion the user should know of."""
+    if key not in _SAID:
+        _SAID.add(key)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
 def _as_float_array(name: str, value) -> jax.Array:
     arr = value if isinstance(value, jax.Array) else np.asarray(value)
+    if arr.dtype.kind in "USO":
+        raise ValueError(
+            f"{name}: expected numbers, got {arr.dtype.kind == 'O' and 'objects' or 'strings'} (dtype {arr.dtype}); "
+            "map class labels to 0..C-1 first (bcd_jax.datasets.load_dataset(..., labels='remap') does it)"
+        )
     if jnp.issubdtype(arr.dtype, jnp.floating):
+        if arr.dtype == np.float64 and not jax.config.jax_enable_x64:
+            _say_once(
+                "float64",
+                f"{name}: float64 data are computed in float32 because JAX's 64-bit mode is off; enable it "
+                "(jax.config.update('jax_enable_x64', True), or within `with jax.enable_x64():`) to train in float64 "
+                "(said once)",
+            )
         if np.dtype(arr.dtype) not in SUPPORTED_DTYPES:
             raise ValueError(
                 f"{name}: dtype {arr.dtype} is not supported; expected float32 or float64 (half precision has "
@@ -114,13 +137,21 @@ def _class_targets(Y, task: str, num_classes: int | None, d_out: int | None, nam
     if not is_concrete(arr) or not getattr(arr, "is_fully_addressable", True):
         return arr  # traced or spread over processes: taken as already-encoded rows
     values = np.asarray(arr)
+    if values.dtype.kind in "USO":
+        raise ValueError(
+            f"{name}: string labels ({np.unique(values)[:5].tolist()}...); expected integer class labels 0..C-1: map "
+            "them first, e.g. bcd_jax.datasets.load_dataset((X, y), labels='remap')"
+        )
     if task == "binary":
         flat = values.reshape(-1) if values.ndim == 2 and values.shape[1] == 1 else values
         if flat.ndim != 1:
             raise ValueError(f"{name}: a binary loss expects labels of shape (n,) or (n, 1), got {values.shape}")
         if not np.all((flat == 0) | (flat == 1)):
             bad = np.unique(flat[(flat != 0) & (flat != 1)])[:5]
-            raise ValueError(f"{name}: binary labels must be 0 or 1; got values such as {bad.tolist()}")
+            raise ValueError(
+                f"{name}: binary labels must be 0 or 1; got values such as {bad.tolist()} (map them to 0/1, e.g. "
+                "bcd_jax.datasets.load_dataset((X, y), labels='remap'))"
+            )
         return flat.astype(np.float32 if values.dtype != np.float64 else np.float64)[:, None]
     if values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1 and np.issubdtype(values.dtype, np.integer)):
         labels = values.reshape(-1)
@@ -133,6 +164,14 @@ def _class_targets(Y, task: str, num_classes: int | None, d_out: int | None, nam
                 f"{name}: labels outside the class range [0, {classes}): found {int(labels.min())} .. "
                 f"{int(labels.max())}"
             )
+        if num_classes is None and d_out is None:  # the classes are read off the labels: they must be 0..C-1
+            missing = sorted(set(range(classes)) - set(np.unique(labels).tolist()))
+            if missing:
+                raise ValueError(
+                    f"{name}: the labels run 0..{classes - 1} but no sample has class {missing[:5]} (labels "
+                    f"{np.unique(labels)[:8].tolist()}...); expected 0..C-1: map them (bcd_jax.datasets.load_dataset("
+                    "(X, y), labels='remap')), or set network.num_classes if some classes are absent from these data"
+                )
         # One row per sample, never a classes x classes identity matrix: memory is n x classes.
         rows = np.zeros((labels.shape[0], classes), np.float32)
         rows[np.arange(labels.shape[0]), labels] = 1.0
@@ -162,6 +201,15 @@ def check_data(
     task = getattr(loss, "task", "regression")
     if task != "regression":
         Y = _class_targets(Y, task, num_classes, d_out, y_name)
+    else:
+        dtype = getattr(Y, "dtype", None) if hasattr(Y, "dtype") else np.asarray(Y).dtype
+        if dtype is not None and (np.dtype(dtype).kind in "iub") and np.ndim(Y) == 1:
+            name = getattr(loss, "name", "squared")
+            raise ValueError(
+                f"{y_name}: integer labels with the regression loss {name!r} would regress on the class index; use a "
+                "classification loss (network.loss = 'squared_multiclass', 'softmax_cross_entropy', 'logistic' for "
+                f"0/1) or pass float targets ({y_name}.astype(float)) to regress on these values"
+            )
     X = _as_float_array(x_name, X)
     Y = _as_float_array(y_name, Y)
     if X.ndim != 2:

@@ -2,8 +2,9 @@
 
 Each family is one module with a frozen, hashable :class:`Algorithm` subclass (see
 :mod:`bcd_jax.algorithms.base` for the protocol). ``ALGORITHMS`` maps a name to a factory
-``(**structure) -> Algorithm``; a family registers each of its variants here, and the tests
-run over this dict, so a new entry is tested automatically.
+``(**structure) -> Algorithm``; the common test suite runs over it, so a registered family is
+tested without new test code. Families of other packages join through the ``bcd_jax.algorithms``
+entry-point group or a module that calls :func:`register` (``bcd-jax run --import MODULE``).
 
 ======================== ============================================= ==========================
 name                     what                                          module
@@ -19,44 +20,67 @@ zeng_two_splitting       Zeng et al. 2019: blocks W, V, prox-linear     ``zeng.p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaHyper
-from bcd_jax.algorithms.base import REQUIRED_INFO_FIELDS, Algorithm, Data, make_data, network_metrics
+from bcd_jax.algorithms.base import REGISTERED_CLASSES, Algorithm, Data, make_data
+from bcd_jax.algorithms.layered import LayerBlocks
 from bcd_jax.algorithms.whole_objective import WholeObjective, WholeObjectiveHyper
-from bcd_jax.algorithms.zeng import Zeng, ZengHyper
+from bcd_jax.algorithms.zeng import Zeng, ZengBlocks, ZengHyper
+from bcd_jax.registry import Registry
 
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "Akiyama",
     "AkiyamaHyper",
+    "Data",
+    "LayerBlocks",
     "WholeObjective",
     "WholeObjectiveHyper",
     "Zeng",
+    "ZengBlocks",
     "ZengHyper",
-    "Data",
-    "REQUIRED_INFO_FIELDS",
     "get_algorithm",
     "make_data",
-    "network_metrics",
     "register",
 ]
 
-ALGORITHMS: dict[str, Callable[..., Algorithm]] = {}
 
-
-def register(name: str, factory: Callable[..., Algorithm], *, overwrite: bool = False) -> None:
-    """Adds ``factory`` (``(**structure) -> Algorithm``) to the registry under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name: expected a non-empty string, got {name!r}")
-    if name in ALGORITHMS and not overwrite:
-        raise ValueError(f"name: {name!r} is already registered; pass overwrite=True to replace it")
+def _check_factory(name: str, factory) -> None:
     if not callable(factory):
         raise ValueError(f"factory: expected a callable returning an Algorithm, got {type(factory).__name__}")
-    ALGORITHMS[name] = factory
+
+
+ALGORITHMS: Registry[Callable[..., Algorithm]] = Registry("algorithm", group="bcd_jax.algorithms", check=_check_factory)
+
+
+def register(name: str, factory: Callable[..., Algorithm] | None = None, *, overwrite: bool = False):
+    """Adds a family to the registry under ``name``; usable as a class decorator.
+
+    ``factory`` is an :class:`Algorithm` subclass or ``functools.partial(cls, **fixed)`` (one
+    class serving several names, as ``Akiyama`` does for its variants: the fixed fields are then
+    implied by the name and left out of :meth:`Algorithm.describe`)::
+
+        @bcd_jax.algorithms.register("toy_gd")
+        @dataclasses.dataclass(frozen=True)
+        class ToyGD(bcd_jax.Algorithm): ...
+    """
+    if factory is None:
+        return lambda cls: register(name, cls, overwrite=overwrite)
+    ALGORITHMS.register(name, factory, overwrite=overwrite, module=getattr(_class_of(factory), "__module__", None))
+    cls, fixed = _class_of(factory), dict(getattr(factory, "keywords", {}) or {})
+    if isinstance(cls, type):
+        REGISTERED_CLASSES[:] = [entry for entry in REGISTERED_CLASSES if entry[2] != name]
+        REGISTERED_CLASSES.append((cls, fixed, name))
+    return factory
+
+
+def _class_of(factory):
+    return factory.func if isinstance(factory, functools.partial) else factory
 
 
 for _variant in ("monotone", "relu_skip", "relu_noskip"):
@@ -66,9 +90,13 @@ for _splitting in ("three", "two"):
 register("whole_objective", WholeObjective)
 
 
-def get_algorithm(algorithm: str | Algorithm | dict[str, Any], **structure) -> Algorithm:
+def get_algorithm(algorithm: str | Algorithm | dict[str, Any], *, module: str | None = None, **structure) -> Algorithm:
     """An :class:`Algorithm` from a registry name (with structural options), a description
-    (``{"name": ..., **options}``, as TOML's ``[algorithm]`` table) or an Algorithm itself."""
+    (``{"name": ..., **options}``, as TOML's ``[algorithm]`` table) or an Algorithm itself.
+
+    ``module``: the module that registered the name when it was recorded (a checkpoint's), named
+    in the error if the name is unknown here.
+    """
     if isinstance(algorithm, Algorithm):
         if structure:
             raise ValueError(f"algorithm: options {sorted(structure)} given with an Algorithm object; set its fields")
@@ -80,10 +108,22 @@ def get_algorithm(algorithm: str | Algorithm | dict[str, Any], **structure) -> A
                 f"algorithm: a table needs a 'name' (one of {sorted(ALGORITHMS)}), got keys {sorted(options)}"
             )
         name = options.pop("name")
-        return get_algorithm(name, **options, **structure)
-    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm: unknown name {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
+        return get_algorithm(name, module=module, **options, **structure)
+    factory = ALGORITHMS.get_entry(algorithm, where="algorithm", module=module)
+    cls = _class_of(factory)
+    fields = _fields(cls)
+    unknown = sorted(set(structure) - set(fields)) if fields is not None else []
+    if unknown:
+        raise ValueError(f"algorithm: unknown option(s) {unknown} for {algorithm!r}; expected some of {sorted(fields)}")
     try:
-        return ALGORITHMS[algorithm](**structure)
+        return factory(**structure)
     except TypeError as exc:
         raise ValueError(f"algorithm: bad option for {algorithm!r}: {exc}") from None
+
+
+def _fields(cls) -> list[str] | None:
+    """The structural options a family class takes (its dataclass fields), or None if unknown."""
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        fixed = {k for c, f, _ in REGISTERED_CLASSES if c is cls for k in f}
+        return [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
+    return None

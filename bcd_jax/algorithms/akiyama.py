@@ -28,37 +28,36 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from bcd_jax.algorithms.base import Algorithm, Data, mean_squared_norm, network_metrics
+from bcd_jax.algorithms.base import Algorithm, Data, refuse_flat_activations
+from bcd_jax.algorithms.layered import (
+    LayerBlocks,
+    SpectralExtras,
+    check_svb,
+    forward_blocks,
+    layer_gaps,
+    layered_objective,
+    output_loss,
+    spectral_extras,
+    svb_weights,
+)
 from bcd_jax.algorithms.primitives import (
     gram_form_gd,
     project_nonneg,
     pseudo_inverse,
-    singular_value_bounding,
     spectral_norm,
     top_gram_eigenvalue,
     use_gram_form,
 )
-from bcd_jax.network import Network, gaussian_weights, hidden_forward
+from bcd_jax.network import Network
 from bcd_jax.validation import check_bool, check_choice, check_float, check_int
 
-__all__ = [
-    "Akiyama",
-    "LayerOutputBlocks",
-    "AkiyamaHyper",
-    "AkiyamaBlocks",
-    "AkiyamaCache",
-    "Diagnostics",
-    "Variant",
-    "VARIANTS",
-]
+__all__ = ["Akiyama", "AkiyamaHyper", "AkiyamaCache", "AkiyamaExtras", "Variant", "VARIANTS"]
 
 INNER_MODES = ("gd", "exact")
 STEP_SIZE_RULES = ("fixed", "auto")
@@ -140,18 +139,6 @@ class AkiyamaHyper(NamedTuple):
     weight_decay: Any = 0.0
 
 
-class AkiyamaBlocks(NamedTuple):
-    """The blocks of Algorithms 1 and 3, a pytree.
-
-    Attributes:
-      weights: ``(W_1, ..., W_L)``; ``W_1: (r, d_in)``, ``W_j: (r, r)``, ``W_L: (d_out, r)``.
-      hidden: ``(V_1, ..., V_{L-1})``, each ``(n, r)``; row i is the paper's ``V_{j,i}``.
-    """
-
-    weights: tuple[jax.Array, ...]
-    hidden: tuple[jax.Array, ...]
-
-
 class AkiyamaCache(NamedTuple):
     """Data-only matrices computed once per run (``None`` where the structure needs none)."""
 
@@ -160,43 +147,23 @@ class AkiyamaCache(NamedTuple):
     x_curvature: jax.Array | None  # lambda_max(X^T X / n), for step_size="auto"
 
 
-class Diagnostics(NamedTuple):
-    """Per-sweep diagnostics of Algorithms 1 and 3, computed on the blocks after the sweep.
-
-    Losses use the paper's squared norms (no 1/2) averaged over the n samples, so
-    ``objective`` is the paper's F divided by n.
+class AkiyamaExtras(NamedTuple):
+    """Per-sweep diagnostics of Algorithms 1 and 3, of the blocks after the sweep.
 
     Attributes:
-      objective: ``output_loss + gamma * sum(layer_losses)`` (``+ lambda sum ||W_j||^2``).
-      output_loss: ``mean_i loss(W_L V_{L-1,i}, y_i)`` (squared: ``||W_L V_{L-1,i} - y_i||^2``).
+      output_loss: ``mean_i loss(W_L V_{L-1,i}, y_i)`` (squared: ``1/2 ||W_L V_{L-1,i} - y_i||^2``).
       layer_losses: ``(L-1,)``; entry j-1 is ``mean_i ||sigma(W_j V_{j-1,i}) (+V_{j-1,i}) - V_{j,i}||^2``
         (j = 1 never has a skip; for Algorithm 3 it is the true ReLU layer loss).
-      train_mse: training error of the real network, ``mean_i ||f(x_i) - y_i||^2``.
-      sv_min, sv_max: ``(L,)`` smallest / largest singular value of each ``W_j``.
-      v_gram_max: ``(L-1,)`` ``lambda_max(V_j V_j^T)``, the C_V of Theorem 4.1.
-      blocks_finite: ``(2L-1,)`` whether ``W_1..W_L, V_1..V_{L-1}`` are all finite.
-      train_loss: the output loss of the real network, ``mean_i loss(f(x_i), y_i)`` (reported
-        scale: equals ``train_mse`` for the squared loss).
-      train_accuracy: classification accuracy of the real network (NaN for regression).
-      val_loss, val_mse, val_accuracy: the same on the validation set (NaN without one).
+      spectral: singular values of each W_j and ``lambda_max(V_j V_j^T)`` (the C_V of Theorem
+        4.1), NaN unless ``spectral_diagnostics``.
+
+    The objective is ``output_loss + gamma/2 sum(layer_losses) + lambda/2 sum_j ||W_j||^2``: the
+    paper's F of eq. (2) divided by 2n.
     """
 
-    objective: jax.Array
     output_loss: jax.Array
     layer_losses: jax.Array
-    train_mse: jax.Array
-    sv_min: jax.Array
-    sv_max: jax.Array
-    v_gram_max: jax.Array
-    blocks_finite: jax.Array
-    train_loss: jax.Array
-    train_accuracy: jax.Array
-    val_loss: jax.Array
-    val_mse: jax.Array
-    val_accuracy: jax.Array
-
-
-_SPECTRAL = ("sv_min", "sv_max", "v_gram_max")
+    spectral: SpectralExtras
 
 
 # --------------------------------------------------------------------------------------
@@ -259,35 +226,8 @@ class _BlockSteps(NamedTuple):
     first_w: Any
 
 
-class LayerOutputBlocks(Algorithm):
-    """The block layout of Akiyama's sweep, shared by the families built on it: the weights and
-    the per-sample layer outputs ``AkiyamaBlocks(weights, hidden)``, started at the forward pass,
-    reported with :class:`Diagnostics` (its spectral fields when ``spectral_diagnostics``)."""
-
-    def init(self, weights, data: Data, network: Network) -> AkiyamaBlocks:
-        """The paper's exact V initialisation: ``V_j = h_j``, the forward pass of the initial network."""
-        weights = tuple(weights)
-        return AkiyamaBlocks(weights, hidden_forward(weights, data.X, network))
-
-    def weights(self, blocks: AkiyamaBlocks):
-        return blocks.weights
-
-    def block_arrays(self, blocks: AkiyamaBlocks) -> dict[str, jax.Array]:
-        named = {f"W_{j}": w for j, w in enumerate(blocks.weights, start=1)}
-        named.update({f"V_{j}": v for j, v in enumerate(blocks.hidden, start=1)})
-        return named
-
-    def per_sample(self, blocks: AkiyamaBlocks) -> AkiyamaBlocks:
-        return AkiyamaBlocks(tuple(False for _ in blocks.weights), tuple(True for _ in blocks.hidden))
-
-    @property
-    def finite_info_fields(self) -> tuple[str, ...]:
-        names = ("objective", "output_loss", "layer_losses", "train_mse", "train_loss")
-        return names + _SPECTRAL if self.spectral_diagnostics else names
-
-
 @dataclasses.dataclass(frozen=True)
-class Akiyama(LayerOutputBlocks):
+class Akiyama(Algorithm):
     """Akiyama's BCD: Algorithm 1 (``"monotone"``), Algorithm 3 (``"relu_skip"``) or its no-skip ablation.
 
     Attributes:
@@ -330,23 +270,9 @@ class Akiyama(LayerOutputBlocks):
         check_choice("first_layer_form", self.first_layer_form, FIRST_LAYER_FORMS)
         check_choice("step_size", self.step_size, STEP_SIZE_RULES)
         object.__setattr__(self, "spectral_diagnostics", check_bool("spectral_diagnostics", self.spectral_diagnostics))
-        if self.svb is not None:
-            svb = self.svb
-            ok = isinstance(svb, (tuple, list)) and len(svb) == 2
-            if ok:
-                try:
-                    svb = (check_float("svb", svb[0], low=0), check_float("svb", svb[1], low=0, low_open=True))
-                except ValueError:
-                    ok = False
-            if not ok or svb[0] > svb[1]:
-                raise ValueError(f"svb: expected (s1, s2) with 0 <= s1 <= s2 and s2 > 0, or None; got {self.svb!r}")
-            object.__setattr__(self, "svb", svb)
+        object.__setattr__(self, "svb", check_svb(self.svb))
 
     # -- descriptive -------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.variant
-
     @property
     def spec(self) -> Variant:
         """The variant's switches."""
@@ -368,18 +294,13 @@ class Akiyama(LayerOutputBlocks):
             return self.first_layer_form == "gram"
         return use_gram_form(n, d_in, self.k_w)
 
-    def replace(self, **changes) -> Akiyama:
-        return dataclasses.replace(self, **changes)
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        del out["variant"]  # the registry name is the variant
-        return out
-
     # -- host-side checks --------------------------------------------------------------------
-    def resolve_network(self, network: Network) -> Network:
+    def resolve(self, network: Network, hyper: AkiyamaHyper) -> Network:
+        for field in ("gamma", "eta_v", "eta_w", "eta_w1"):
+            check_float(f"hyper.{field}", getattr(hyper, field), low=0, low_open=True)
+        check_float("hyper.weight_decay", hyper.weight_decay, low=0)
         if network.skip is None:
-            return network.replace(skip=self.spec.skip)
+            network = network.replace(skip=self.spec.skip)
         if network.skip != self.spec.skip:
             other = {True: "relu_skip", False: "relu_noskip"}[network.skip] if self.spec.project_nonneg else None
             hint = f"; use algorithm {other!r}" if other else ""
@@ -387,15 +308,13 @@ class Akiyama(LayerOutputBlocks):
                 f"network.skip: {self.variant!r} ({self.paper}) is written for skip={self.spec.skip}, got "
                 f"skip={network.skip}{hint}, or leave skip unset"
             )
-        return network
-
-    def check(self, network: Network, hyper: AkiyamaHyper) -> None:
         spec = self.spec
         if network.bias == "all":
             raise ValueError(
                 "network.bias: Akiyama's algorithms have no hidden-layer biases; use bias=True (a bias column in W_1)"
             )
         activations = network.layer_activations
+        refuse_flat_activations(activations, self.name)
         if self.inner == "exact":
             # W_1 is solved through sigma_1^-1 (unless Algorithm 3's linear surrogate); Algorithm 1's
             # V_{j-1} blocks through sigma_j^-1 for j >= 2.
@@ -420,34 +339,14 @@ class Akiyama(LayerOutputBlocks):
                         f"step_size: 'auto' needs the Lipschitz constant of every activation, but layer {index + 1}'s "
                         f"{act.name!r} declares none (wrap it in bcd_jax.Activation(name, fn, lipschitz=...))"
                     )
+        return network
 
     # -- initialisation ----------------------------------------------------------------------
     def init_weights(self, key, network: Network, d_in: int, d_out: int, dtype=jnp.float32):
         """``W_1 ~ N(0, 1/d_in)``, ``W_j ~ N(0, 1/r)``; singular value bounding (Algorithm 2) to
         ``svb_bounds`` on ``W_2 .. W_L`` (Algorithm 1) or ``W_2 .. W_{L-1}`` (Algorithm 3, whose
         output weight stays Gaussian so that it has both signs, Lemma 5.1)."""
-        s1, s2 = self.svb_bounds
-        weights = gaussian_weights(key, network.layer_shapes(d_in, d_out), dtype)
-        last = len(weights) - 1
-        for index in range(1, len(weights)):
-            if index < last or self.spec.svb_output_weight:
-                weights[index] = singular_value_bounding(weights[index], s1, s2)
-        return tuple(weights)
-
-    def check_initial_weights(self, weights) -> None:
-        """Algorithm 3 keeps W_L fixed; Lemma 5.1 needs both signs in every row to fit any y."""
-        w_out = weights[-1]
-        if self.spec.train_output_weight or isinstance(w_out, jax.core.Tracer):
-            return
-        w = np.asarray(w_out)
-        rows = [i for i in range(w.shape[0]) if not ((w[i] > 0).any() and (w[i] < 0).any())]
-        if rows:
-            warnings.warn(
-                f"init_params: W_L row(s) {rows} have entries of one sign only; Algorithm 3 keeps W_L fixed, "
-                "so targets of the other sign cannot be reached (Lemma 5.1). Use another key or a wider layer.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+        return svb_weights(key, network, d_in, d_out, dtype, self.svb_bounds, bound_output=self.spec.svb_output_weight)
 
     def prepare(self, data: Data, network: Network) -> AkiyamaCache:
         X = data.X
@@ -495,7 +394,14 @@ class Akiyama(LayerOutputBlocks):
             first_w=hyper.eta_w1 / (hyper.gamma * l1**2 * cache.x_curvature + lam),
         )
 
-    def step(self, blocks: AkiyamaBlocks, data: Data, cache: AkiyamaCache, hyper: AkiyamaHyper, network: Network):
+    def init(self, weights, data: Data, network: Network) -> LayerBlocks:
+        """The paper's exact V initialisation: ``V_j = h_j``, the forward pass of the initial network."""
+        return forward_blocks(weights, data, network)
+
+    def weights(self, blocks: LayerBlocks):
+        return blocks.W
+
+    def step(self, blocks: LayerBlocks, data: Data, cache: AkiyamaCache, hyper: AkiyamaHyper, network: Network):
         spec = self.spec
         sigmas = network.layer_activations
         skip = network.skip
@@ -503,7 +409,7 @@ class Akiyama(LayerOutputBlocks):
         X, Y = data.X, data.Y
         block_steps = self._block_steps(hyper, cache, network)
         lam = hyper.weight_decay
-        W, V = list(blocks.weights), list(blocks.hidden)
+        W, V = list(blocks.W), list(blocks.V)
         L = len(W)
         n = X.shape[0]
         inputs = [X] + V  # inputs[j-1] is V_{j-1} (V_0 = X) in the paper's 1-based layer index
@@ -538,8 +444,13 @@ class Akiyama(LayerOutputBlocks):
 
         # First layer: K_W full-batch gradient steps on W_1 (its input X is fixed), or their limit.
         W[0] = self._first_layer(W[0], X, V[0], block_steps.first_w, hyper, cache, sigmas[0])
-        new_blocks = AkiyamaBlocks(tuple(W), tuple(V))
-        return new_blocks, self.info(new_blocks, data, hyper, network)
+        new = LayerBlocks(tuple(W), tuple(V))
+        extras = AkiyamaExtras(
+            output_loss(new, data, network),
+            layer_gaps(new, data, network),
+            spectral_extras(new, self.spectral_diagnostics, X.dtype),
+        )
+        return new, extras
 
     def _first_layer(self, w1, X, v1, step, hyper: AkiyamaHyper, cache: AkiyamaCache, sigma):
         """K_W gradient steps on W_1 for ``gamma mean_i 1/2 ||sigma(W_1 x_i) - V_{1,i}||^2 + lambda/2 ||W_1||^2``.
@@ -574,54 +485,7 @@ class Akiyama(LayerOutputBlocks):
 
         return lax.fori_loop(0, self.k_w, body, w1)
 
-    # -- diagnostics ---------------------------------------------------------------------------
-    def info(self, blocks: AkiyamaBlocks, data: Data, hyper: AkiyamaHyper, network: Network) -> Diagnostics:
-        sigmas = network.layer_activations
-        loss = network.loss_fn
-        X, Y = data.X, data.Y
-        W, V = blocks.weights, blocks.hidden
-        inputs = (X,) + V
-
-        output_loss = loss.report_scale * jnp.mean(jax.vmap(loss)(V[-1] @ W[-1].T, Y))
-        layer_losses = []
-        for j in range(1, len(W)):
-            pre = sigmas[j - 1](inputs[j - 1] @ W[j - 1].T)
-            if network.skip and j >= 2:
-                pre = pre + inputs[j - 1]
-            layer_losses.append(mean_squared_norm(pre - V[j - 1]))
-        layer_losses = jnp.stack(layer_losses)
-        penalty = hyper.weight_decay * sum(jnp.sum(w * w) for w in W)  # lambda ||W||^2: reported scale
-        metrics = network_metrics(W, data, network)
-
-        if self.spectral_diagnostics:
-            # LAPACK gets finite input only (a diverged block would make it print "illegal value"
-            # errors); the result of a non-finite block is NaN.
-            def finite_or_zero(a):
-                ok = jnp.all(jnp.isfinite(a))
-                return ok, jnp.where(ok, a, 0)
-
-            svals = []
-            for w in W:
-                ok, safe = finite_or_zero(w)
-                svals.append(jnp.where(ok, jnp.linalg.svd(safe, compute_uv=False), jnp.nan))
-            sv_min, sv_max = jnp.stack([s[-1] for s in svals]), jnp.stack([s[0] for s in svals])
-            grams = [finite_or_zero(v.T @ v) for v in V]
-            v_gram_max = jnp.stack([jnp.where(ok, jnp.linalg.eigvalsh(g)[-1], jnp.nan) for ok, g in grams])
-        else:  # see the spectral_diagnostics attribute
-            sv_min = sv_max = jnp.full((len(W),), jnp.nan, X.dtype)
-            v_gram_max = jnp.full((len(V),), jnp.nan, X.dtype)
-        return Diagnostics(
-            objective=output_loss + hyper.gamma * jnp.sum(layer_losses) + penalty,
-            output_loss=output_loss,
-            layer_losses=layer_losses,
-            train_mse=metrics.train_mse,
-            sv_min=sv_min,
-            sv_max=sv_max,
-            v_gram_max=v_gram_max,
-            blocks_finite=jnp.stack([jnp.all(jnp.isfinite(a)) for a in W + V]),
-            train_loss=metrics.train_loss,
-            train_accuracy=metrics.train_accuracy,
-            val_loss=metrics.val_loss,
-            val_mse=metrics.val_mse,
-            val_accuracy=metrics.val_accuracy,
-        )
+    def objective(self, blocks: LayerBlocks, data: Data, hyper: AkiyamaHyper, network: Network):
+        """The paper's F (eq. (2)) over 2n: ``mean_i loss + gamma/2 sum_j layer loss_j + lambda/2 sum_j ||W_j||^2``."""
+        gaps = layer_gaps(blocks, data, network)
+        return layered_objective(output_loss(blocks, data, network), gaps, hyper.gamma, hyper.weight_decay, blocks.W)

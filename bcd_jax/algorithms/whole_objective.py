@@ -9,8 +9,8 @@ of F that contains it::
                        + gamma/2 sum_{j=1}^{L-1} ||sigma(W_j V_{j-1,i}) (+V_{j-1,i}) - V_{j,i}||^2 ]
               + lambda/2 sum_j ||W_j||^2
 
-(per-sample losses with the library's ``1/2`` convention; the reported ``objective`` is the paper's
-scale, ``2 F``). Blocks in the paper's backward order: ``W_L``, ``V_{L-1}``, then for
+(per-sample losses with the library's ``1/2`` convention; the reported ``objective`` is this F,
+with ``gamma_j = gamma * decay^(L-1-j)``). Blocks in the paper's backward order: ``W_L``, ``V_{L-1}``, then for
 ``j = L-1 .. 2``: ``W_j``, ``V_{j-1}``; finally ``W_1``. A V block's objective now has its own layer's
 term ``gamma/2 ||V_j - a_j||^2`` (``a_j = sigma(W_j V_{j-1}) (+V_{j-1})``) next to the term of the
 layer above. Every step is a descent step on its block, so F never increases:
@@ -19,8 +19,9 @@ layer above. Every step is a descent step on its block, so F never increases:
   gradient Lipschitz constant (recomputed every sweep), so ``eta <= 1`` is always stable;
 * ``inner="exact"``: closed-form block minimisers where they exist — for the squared loss, ``W_L``
   (ridge least squares) and ``V_{L-1}`` (``(W_L^T W_L + gamma I) v = W_L^T y + gamma a``, per sample); for a
-  piecewise-linear activation (relu, leaky_relu, identity), Newton steps on the current linear
-  pieces (per sample for V: ``(I + J^T J) v = a + J^T b``; per row of W: a weighted least-squares
+  continuous piecewise-linear activation (relu, leaky_relu, identity, any activation that declares
+  its pieces), Newton steps on the current linear pieces (per sample for V: ``(I + J^T J) v = a + J^T b``;
+  per row of W: a weighted least-squares
   solve), each kept only where it lowers its block objective more than the gradient step does.
 
 ``resync=True`` first resets every ``V_j`` to the forward pass of the current weights (the
@@ -36,17 +37,25 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaBlocks, AkiyamaHyper, LayerOutputBlocks
-from bcd_jax.algorithms.base import Data
+from bcd_jax.algorithms.base import Algorithm, Data, refuse_flat_activations
+from bcd_jax.algorithms.layered import (
+    LayerBlocks,
+    SpectralExtras,
+    check_svb,
+    forward_blocks,
+    layer_gaps,
+    layered_objective,
+    output_loss,
+    spectral_extras,
+    svb_weights,
+)
 from bcd_jax.algorithms.primitives import spectral_norm, top_gram_eigenvalue
-from bcd_jax.losses import squared
 from bcd_jax.network import Network, hidden_forward
-from bcd_jax.validation import check_bool, check_choice, check_int
+from bcd_jax.validation import check_bool, check_choice, check_float, check_int
 
-__all__ = ["WholeObjective", "WholeObjectiveHyper"]
+__all__ = ["WholeObjective", "WholeObjectiveHyper", "WholeObjectiveExtras"]
 
 INNER_MODES = ("gd", "exact")
-_PIECEWISE_LINEAR = {"relu", "leaky_relu", "identity"}
 
 
 class WholeObjectiveHyper(NamedTuple):
@@ -70,6 +79,25 @@ class WholeObjectiveHyper(NamedTuple):
     decay: Any = 1.0
 
 
+class WholeObjectiveExtras(NamedTuple):
+    """Per-sweep diagnostics, of the blocks after the sweep (as :class:`bcd_jax.algorithms.akiyama.AkiyamaExtras`).
+
+    Attributes:
+      output_loss: ``mean_i loss(W_L V_{L-1,i}, y_i)``.
+      layer_losses: ``(L-1,)``, ``mean_i ||sigma(W_j V_{j-1,i}) (+V_{j-1,i}) - V_{j,i}||^2``.
+      spectral: singular values and ``lambda_max(V_j V_j^T)``, NaN unless ``spectral_diagnostics``.
+    """
+
+    output_loss: jax.Array
+    layer_losses: jax.Array
+    spectral: SpectralExtras
+
+
+def _layer_weights(hyper: WholeObjectiveHyper, depth: int):
+    """``(L-1,)``: every hidden layer's weight ``gamma_j``."""
+    return jnp.stack([_layer_weight(hyper, j, depth) for j in range(1, depth)])
+
+
 def _layer_weight(hyper: WholeObjectiveHyper, j: int, depth: int):
     """``gamma_j = gamma * decay^(L-1-j)``, the weight of hidden layer j's term (j = 1 .. L-1)."""
     return hyper.gamma * hyper.decay ** (depth - 1 - j)
@@ -82,16 +110,8 @@ def _floored(curvature):
     return jnp.maximum(curvature, jnp.sqrt(jnp.finfo(curvature.dtype).eps))
 
 
-def _slopes(sigma, network: Network, z):
-    """``sigma'(z)`` of a piecewise-linear activation (the slope of the piece z is on)."""
-    if sigma.name == "identity":
-        return jnp.ones_like(z)
-    low = 0.0 if sigma.name == "relu" else network.negative_slope
-    return jnp.where(z >= 0, 1.0, low).astype(z.dtype)
-
-
 @dataclasses.dataclass(frozen=True)
-class WholeObjective(LayerOutputBlocks):
+class WholeObjective(Algorithm):
     """Block-coordinate descent on the whole of Akiyama's F (see the module docstring).
 
     Attributes:
@@ -118,25 +138,18 @@ class WholeObjective(LayerOutputBlocks):
         check_choice("inner", self.inner, INNER_MODES)
         object.__setattr__(self, "resync", check_bool("resync", self.resync))
         object.__setattr__(self, "spectral_diagnostics", check_bool("spectral_diagnostics", self.spectral_diagnostics))
-        object.__setattr__(self, "svb", self._initialiser().svb)  # validated there
-
-    @property
-    def name(self) -> str:
-        return "whole_objective"
+        object.__setattr__(self, "svb", check_svb(self.svb))
 
     @property
     def paper(self) -> str:
         return "Akiyama's BCD on the whole objective F (every block descends F)"
 
-    def _initialiser(self) -> Akiyama:
-        return Akiyama("monotone", svb=self.svb, spectral_diagnostics=self.spectral_diagnostics)
-
-    def _reporter(self, network: Network) -> Akiyama:
-        variant = "relu_skip" if network.skip else "monotone"
-        return Akiyama(variant, spectral_diagnostics=self.spectral_diagnostics)
-
     # -- host side ---------------------------------------------------------------------------
-    def check(self, network: Network, hyper) -> None:
+    def resolve(self, network: Network, hyper) -> Network:
+        network = super().resolve(network, hyper)
+        for field in ("gamma", "eta_v", "eta_w", "decay"):
+            check_float(f"hyper.{field}", getattr(hyper, field), low=0, low_open=True)
+        refuse_flat_activations(network.layer_activations, self.name)
         if network.bias == "all":
             raise ValueError(
                 "network.bias: this family has no hidden-layer biases; use bias=True (a bias column in W_1)"
@@ -147,30 +160,35 @@ class WholeObjective(LayerOutputBlocks):
                     f"activation: layer {j}'s {act.name!r} declares no Lipschitz constant, which the "
                     "step sizes need (bcd_jax.Activation(name, fn, lipschitz=...))"
                 )
-            if self.inner == "exact" and act.name not in _PIECEWISE_LINEAR:
+            if self.inner == "exact" and not act.piecewise_linear:
                 raise ValueError(
-                    f"inner: 'exact' takes Newton steps on linear pieces (relu, leaky_relu, identity); "
-                    f"layer {j} has {act.name!r}; use inner='gd'"
+                    f"inner: 'exact' takes Newton steps on linear pieces (relu, leaky_relu, identity, or an "
+                    f"activation that declares its pieces); layer {j} has {act.name!r}; use inner='gd'"
                 )
+        return network
 
     def init_weights(self, key, network: Network, d_in: int, d_out: int, dtype=jnp.float32):
-        """As Algorithm 1: Gaussian, then singular value bounding of ``W_2 .. W_L``."""
-        return self._initialiser().init_weights(key, network, d_in, d_out, dtype)
+        """As Algorithm 1: Gaussian, then singular value bounding of ``W_2 .. W_L`` (default (3/4, 5/4))."""
+        return svb_weights(key, network, d_in, d_out, dtype, self.svb or (0.75, 1.25), bound_output=True)
 
-    def info(self, blocks, data: Data, hyper: WholeObjectiveHyper, network: Network):
-        report = AkiyamaHyper(gamma=hyper.gamma, weight_decay=hyper.weight_decay)
-        info = self._reporter(network).info(blocks, data, report, network)
-        # The objective this sweep descends, in the paper's scale: 2 F (output_loss is reported
-        # in its loss's own scale, so the factor 2 / report_scale brings it to 2 mean_i loss).
-        penalty = hyper.weight_decay * sum(jnp.sum(w * w) for w in blocks.weights)
-        scale = 2.0 / network.loss_fn.report_scale
-        weights = jnp.stack([_layer_weight(hyper, j, network.depth) for j in range(1, network.depth)])
-        return info._replace(objective=scale * info.output_loss + jnp.sum(weights * info.layer_losses) + penalty)
+    def init(self, weights, data: Data, network: Network) -> LayerBlocks:
+        """``V_j = h_j``, the forward pass of the initial network."""
+        return forward_blocks(weights, data, network)
+
+    def weights(self, blocks: LayerBlocks):
+        return blocks.W
+
+    def objective(self, blocks: LayerBlocks, data: Data, hyper: WholeObjectiveHyper, network: Network):
+        """F / n: ``mean_i loss + sum_j gamma_j/2 layer loss_j + lambda/2 sum_j ||W_j||^2``."""
+        gaps = layer_gaps(blocks, data, network)
+        return layered_objective(
+            output_loss(blocks, data, network), gaps, _layer_weights(hyper, network.depth), hyper.weight_decay, blocks.W
+        )
 
     # -- one sweep -------------------------------------------------------------------------------
-    def step(self, blocks: AkiyamaBlocks, data: Data, cache, hyper: WholeObjectiveHyper, network: Network):
-        W = list(blocks.weights)
-        V = list(hidden_forward(W, data.X, network)) if self.resync else list(blocks.hidden)
+    def step(self, blocks: LayerBlocks, data: Data, cache, hyper: WholeObjectiveHyper, network: Network):
+        W = list(blocks.W)
+        V = list(hidden_forward(W, data.X, network)) if self.resync else list(blocks.V)
         L = len(W)
         sigmas = network.layer_activations
         loss = network.loss_fn
@@ -192,13 +210,18 @@ class WholeObjective(LayerOutputBlocks):
             V[j - 2] = self._hidden_v(V[j - 2], own_target(j - 1), inputs[j], W[j - 1], j, hyper, network)
             inputs[j - 1] = V[j - 2]
         W[0] = self._hidden_weight(W[0], X, V[0], 1, hyper, network)
-        new = AkiyamaBlocks(tuple(W), tuple(V))
-        return new, self.info(new, data, hyper, network)
+        new = LayerBlocks(tuple(W), tuple(V))
+        extras = WholeObjectiveExtras(
+            output_loss(new, data, network),
+            layer_gaps(new, data, network),
+            spectral_extras(new, self.spectral_diagnostics, X.dtype),
+        )
+        return new, extras
 
     def _output_weight(self, w, v, y, hyper, loss):
         n = v.shape[0]
         lam = hyper.weight_decay
-        if self.inner == "exact" and loss.fn is squared:
+        if self.inner == "exact" and loss.quadratic:
             gram = v.T @ v / n + lam * jnp.eye(v.shape[1], dtype=v.dtype)
             rhs = y.T @ v / n
             return jax.scipy.linalg.solve(gram, rhs.T, assume_a="pos").T
@@ -213,7 +236,7 @@ class WholeObjective(LayerOutputBlocks):
 
     def _output_v(self, v, y, w_out, a, hyper, loss):
         g = hyper.gamma
-        if self.inner == "exact" and loss.fn is squared:
+        if self.inner == "exact" and loss.quadratic:
             eye = jnp.eye(w_out.shape[1], dtype=w_out.dtype)
             factor = jax.scipy.linalg.cho_factor(w_out.T @ w_out + g * eye)
             return jax.vmap(lambda yi, ai: jax.scipy.linalg.cho_solve(factor, w_out.T @ yi + g * ai))(y, a)
@@ -245,9 +268,7 @@ class WholeObjective(LayerOutputBlocks):
                 gd = u - step * jax.grad(objective)(u, ai, bi)
                 if self.inner == "gd":
                     return gd
-                jac = _slopes(sigma, network, w @ u)[:, None] * w + (
-                    jnp.eye(u.shape[0], dtype=u.dtype) if skip else 0.0
-                )
+                jac = sigma.slope(w @ u)[:, None] * w + (jnp.eye(u.shape[0], dtype=u.dtype) if skip else 0.0)
                 offset = sigma(w @ u) + (u if skip else 0.0) - jac @ u  # zero on the current pieces
                 system = g_own * jnp.eye(u.shape[0], dtype=u.dtype) + g * (jac.T @ jac)
                 newton = jnp.linalg.solve(system, g_own * ai + g * (jac.T @ (bi - offset)))
@@ -278,7 +299,7 @@ class WholeObjective(LayerOutputBlocks):
             gd = w_ - step * gradient(w_)
             if self.inner == "gd":
                 return gd
-            d = _slopes(sigma, network, v_in @ w_.T)  # (n, rows): each row's piece per sample
+            d = sigma.slope(v_in @ w_.T)  # (n, rows): each row's piece per sample
             offset = sigma(v_in @ w_.T) - d * (v_in @ w_.T)  # zero for these activations
             ridge = lam + 1e-6 * jnp.trace(v_in.T @ v_in) / (n * v_in.shape[1])
             eye = jnp.eye(v_in.shape[1], dtype=w_.dtype)

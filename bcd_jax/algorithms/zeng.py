@@ -24,8 +24,10 @@ per layer ``V_j, U_j, W_j``; every block is solved exactly with a proximal term
 * hidden ``V_j``: ``(rho W^T W + gamma (1 + s) I) V_j = rho W^T (U_{j+1} - b_{j+1}) + gamma (sigma(U_j) (+V_{j-1}))
   (+ s gamma (V_{j+1} - sigma(U_{j+1})))``, ``W, b`` of layer j+1, ``s = 1`` when layer j+1 has a skip;
 * hidden ``U_j``: per entry, ``argmin_u gamma/2 (sigma(u) - a)^2 + rho/2 (u - z)^2 + alpha/2 (u - u_prev)^2``
-  with ``a = V_j (- V_{j-1})``, ``z = W_j [V_{j-1}; 1]``: in closed form for the ReLU and the
-  leaky ReLU (the better of the two linear pieces' minimisers).
+  with ``a = V_j (- V_{j-1})``, ``z = W_j [V_{j-1}; 1]``: in closed form for any activation that
+  declares its pieces (:meth:`bcd_jax.Activation.prox`: the best of the pieces' clipped
+  minimisers) — the ReLU and leaky ReLU of the paper, and also step, sign and quantised
+  staircases, whose derivative is useless to backprop but which this block minimises exactly.
 
 In the two-splitting form, ``V_N`` and ``W_N`` are solved as above (with gamma for rho), and a
 block that enters a nonlinearity (hidden ``W_j``; hidden ``V_j`` below another hidden layer) takes
@@ -43,20 +45,11 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bcd_jax.algorithms.base import Algorithm, Data, mean_squared_norm, network_metrics
-from bcd_jax.losses import squared
-from bcd_jax.network import Network, gaussian_weights, input_features
+from bcd_jax.algorithms.base import Algorithm, Data, mean_squared_norm, refuse_flat_activations
+from bcd_jax.network import Network, gaussian_weights, layer_input
 from bcd_jax.validation import check_choice, check_float
 
-__all__ = [
-    "Zeng",
-    "ZengHyper",
-    "ZengBlocks",
-    "ZengDiagnostics",
-    "SPLITTINGS",
-    "leaky_relu_prox",
-    "piecewise_linear_slope",
-]
+__all__ = ["Zeng", "ZengHyper", "ZengBlocks", "ZengExtras", "SPLITTINGS"]
 
 SPLITTINGS = ("three", "two")
 
@@ -81,66 +74,32 @@ class ZengBlocks(NamedTuple):
     """The blocks, a pytree.
 
     Attributes:
-      weights: ``(W_1, ..., W_N)`` (with a bias column each when ``Network(bias="all")``).
-      hidden: ``(V_1, ..., V_N)``, each ``(n, width)``; ``V_N: (n, d_out)`` is the output block.
-      pre: ``(U_1, ..., U_N)`` (three-splitting), else ``()``.
+      W: ``(W_1, ..., W_N)`` (with a bias column each when ``Network(bias="all")``).
+      V: ``(V_1, ..., V_N)``, each ``(n, width)``; ``V_N: (n, d_out)`` is the output block.
+      U: ``(U_1, ..., U_N)`` (three-splitting), else ``()``.
     """
 
-    weights: tuple[jax.Array, ...]
-    hidden: tuple[jax.Array, ...]
-    pre: tuple[jax.Array, ...]
+    W: tuple[jax.Array, ...]
+    V: tuple[jax.Array, ...]
+    U: tuple[jax.Array, ...]
 
 
-class ZengDiagnostics(NamedTuple):
-    """Per-sweep diagnostics; losses are means over samples (the objective is F / n).
+class ZengExtras(NamedTuple):
+    """Per-sweep diagnostics of the blocks after the sweep (means over samples).
 
     Attributes:
-      objective: F / n.
       output_loss: ``mean_i loss(V_{N,i}, y_i)`` (squared: ``1/2 ||.||^2``, as in F).
       activation_gaps: ``(N,)``, ``mean_i ||V_{j,i} - sigma(U_{j,i}) (- V_{j-1,i})||^2`` (two-splitting:
         with ``W_j [V_{j-1}; 1]`` for ``U_j``).
       linear_gaps: ``(N,)``, ``mean_i ||U_{j,i} - W_j [V_{j-1,i}; 1]||^2`` (NaN in the two-splitting form).
-      train_loss, train_mse, train_accuracy, val_loss, val_mse, val_accuracy: the real network's.
+
+    The objective is F / n = ``output_loss + gamma/2 sum(activation_gaps) + rho/2 sum(linear_gaps)
+    + lambda/(2n) sum_j ||W_j||^2``.
     """
 
-    objective: jax.Array
     output_loss: jax.Array
     activation_gaps: jax.Array
     linear_gaps: jax.Array
-    train_loss: jax.Array
-    train_mse: jax.Array
-    train_accuracy: jax.Array
-    val_loss: jax.Array
-    val_mse: jax.Array
-    val_accuracy: jax.Array
-
-
-def piecewise_linear_slope(activation, network: Network) -> float | None:
-    """The negative-side slope ``s`` when ``sigma(u) = max(u, s u)`` (ReLU 0, leaky ReLU a, identity 1), else None."""
-    name = getattr(activation, "name", None)
-    if name == "relu":
-        return 0.0
-    if name == "leaky_relu":
-        return float(network.negative_slope)
-    if name == "identity":
-        return 1.0
-    return None
-
-
-def leaky_relu_prox(a, target, weight, slope):
-    """``argmin_u (sigma(u) - a)^2 + weight (u - target)^2`` for ``sigma(u) = max(u, slope u)``, entrywise.
-
-    Each linear piece has a quadratic objective; its minimiser, clipped to the piece, is a
-    candidate, and the better candidate is the minimiser (``slope = 0``: the authors' ReLU prox).
-    """
-    up = jnp.maximum((a + weight * target) / (1.0 + weight), 0.0)
-    down = jnp.minimum((slope * a + weight * target) / (slope * slope + weight), 0.0)
-
-    def cost(u):
-        s = jnp.where(u >= 0, u, slope * u)
-        return (s - a) ** 2 + weight * (u - target) ** 2
-
-    return jnp.where(cost(up) <= cost(down), up, down)
 
 
 def _ridge_solve(w_old, targets, inputs, scale, alpha, weight_decay):
@@ -179,27 +138,25 @@ class Zeng(Algorithm):
         object.__setattr__(self, "init_scale", check_float("init_scale", self.init_scale, low=0, low_open=True))
 
     @property
-    def name(self) -> str:
-        return f"zeng_{self.splitting}_splitting"
-
-    @property
     def paper(self) -> str:
         return f"Zeng et al. (ICML 2019), {self.splitting}-splitting BCD"
 
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        del out["splitting"]  # the registry name says it
-        return out
-
     # -- host side ---------------------------------------------------------------------------
-    def check(self, network: Network, hyper: ZengHyper) -> None:
+    def resolve(self, network: Network, hyper: ZengHyper) -> Network:
+        network = super().resolve(network, hyper)
+        for field in ("gamma", "rho", "alpha"):
+            check_float(f"hyper.{field}", getattr(hyper, field), low=0, low_open=True)
         if self.splitting == "three":
             for j, act in enumerate(network.layer_activations, start=1):
-                if piecewise_linear_slope(act, network) is None:
+                if not act.piecewise_linear:
                     raise ValueError(
-                        f"activation: the three-splitting U_j update is in closed form for relu, leaky_relu and "
-                        f"identity; layer {j} has {act.name!r} (use the two-splitting form)"
+                        f"activation: the three-splitting U_j update is an exact prox for piecewise-linear activations "
+                        f"(relu, leaky_relu, identity, step, sign, quantized, or any that declares its pieces); layer "
+                        f"{j} has {act.name!r} (use the two-splitting form)"
                     )
+        else:
+            refuse_flat_activations(network.layer_activations, self.name)
+        return network
 
     def init_weights(self, key, network: Network, d_in: int, d_out: int, dtype=jnp.float32):
         """``W_j ~ N(0, init_scale^2 / fan_in)`` entrywise (bias columns included)."""
@@ -212,7 +169,7 @@ class Zeng(Algorithm):
         sigmas = network.layer_activations
         h, hidden, pre = data.X, [], []
         for j, w in enumerate(weights, start=1):
-            u = (h if j == 1 else input_features(h, network.bias == "all")) @ w.T
+            u = (h if j == 1 else layer_input(h, network)) @ w.T
             if j == len(weights):
                 v = u
             else:
@@ -223,26 +180,7 @@ class Zeng(Algorithm):
         return ZengBlocks(weights, tuple(hidden), tuple(pre) if self.splitting == "three" else ())
 
     def weights(self, blocks: ZengBlocks):
-        return blocks.weights
-
-    def block_arrays(self, blocks: ZengBlocks) -> dict[str, jax.Array]:
-        named = {f"W_{j}": w for j, w in enumerate(blocks.weights, start=1)}
-        named.update({f"V_{j}": v for j, v in enumerate(blocks.hidden, start=1)})
-        named.update({f"U_{j}": u for j, u in enumerate(blocks.pre, start=1)})
-        return named
-
-    def per_sample(self, blocks: ZengBlocks) -> ZengBlocks:
-        return ZengBlocks(
-            tuple(False for _ in blocks.weights), tuple(True for _ in blocks.hidden), tuple(True for _ in blocks.pre)
-        )
-
-    finite_info_fields: ClassVar[tuple[str, ...]] = (
-        "objective",
-        "output_loss",
-        "activation_gaps",
-        "train_loss",
-        "train_mse",
-    )
+        return blocks.W
 
     # -- one sweep -------------------------------------------------------------------------------
     def step(self, blocks: ZengBlocks, data: Data, cache, hyper: ZengHyper, network: Network):
@@ -250,20 +188,20 @@ class Zeng(Algorithm):
             new = self._three_splitting(blocks, data, hyper, network)
         else:
             new = self._two_splitting(blocks, data, hyper, network)
-        return new, self.info(new, data, hyper, network)
+        return new, self._extras(new, data, network)
 
     def _inputs(self, hidden, data: Data, network: Network, j: int):
         """``[V_{j-1}; 1]`` (``X`` with its bias column for j = 1)."""
-        return data.X if j == 1 else input_features(hidden[j - 2], network.bias == "all")
+        return data.X if j == 1 else layer_input(hidden[j - 2], network)
 
     def _output_v(self, v, y, coupled, hyper, loss, scale):
         """The output block, one sample: exact prox for the squared loss, prox-linear otherwise."""
-        if loss.fn is squared:  # the squared loss (also on one-hot class rows)
+        if loss.quadratic:  # the squared loss (also on one-hot class rows): an exact prox
             return (y + scale * coupled + hyper.alpha * v) / (1.0 + scale + hyper.alpha)
         return (scale * coupled + hyper.alpha * v - jax.grad(loss)(v, y)) / (scale + hyper.alpha)
 
     def _three_splitting(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengBlocks:
-        W, V, U = list(blocks.weights), list(blocks.hidden), list(blocks.pre)
+        W, V, U = list(blocks.W), list(blocks.V), list(blocks.U)
         N = len(W)
         sigmas = network.layer_activations
         g, rho, alpha, lam = hyper.gamma, hyper.rho, hyper.alpha, hyper.weight_decay
@@ -286,19 +224,18 @@ class Zeng(Algorithm):
                 rhs = rhs + g * (V[j] - sigmas[j](U[j]))
             eye = jnp.eye(w_next.shape[1], dtype=w_next.dtype)
             factor = jax.scipy.linalg.cho_factor(rho * (w_next.T @ w_next) + g * (2.0 if couple_next else 1.0) * eye)
-            V[j - 1] = jax.vmap(lambda r: jax.scipy.linalg.cho_solve(factor, r))(rhs)
+            V[j - 1] = jax.scipy.linalg.cho_solve(factor, rhs.T).T  # every sample in one matrix solve
 
             a = V[j - 1] - (V[j - 2] if skip and j >= 2 else 0.0)
             z = self._inputs(V, data, network, j) @ W[j - 1].T
             target = (rho * z + alpha * U[j - 1]) / (rho + alpha)
-            slope = piecewise_linear_slope(sigma, network)
-            U[j - 1] = leaky_relu_prox(a, target, (rho + alpha) / g, slope)
+            U[j - 1] = sigma.prox(a, target, (rho + alpha) / g)
 
             W[j - 1] = _ridge_solve(W[j - 1], U[j - 1], self._inputs(V, data, network, j), rho, alpha, lam)
         return ZengBlocks(tuple(W), tuple(V), tuple(U))
 
     def _two_splitting(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengBlocks:
-        W, V = list(blocks.weights), list(blocks.hidden)
+        W, V = list(blocks.W), list(blocks.V)
         N = len(W)
         sigmas = network.layer_activations
         g, alpha, lam = hyper.gamma, hyper.alpha, hyper.weight_decay
@@ -319,11 +256,11 @@ class Zeng(Algorithm):
                 eye = jnp.eye(w_next.shape[1], dtype=w_next.dtype)
                 factor = jax.scipy.linalg.cho_factor(g * (w_next.T @ w_next) + (g + alpha) * eye)
                 rhs = g * (V[N - 1] - b_next) @ w_next + g * own + alpha * V[j - 1]
-                V[j - 1] = jax.vmap(lambda r: jax.scipy.linalg.cho_solve(factor, r))(rhs)
+                V[j - 1] = jax.scipy.linalg.cho_solve(factor, rhs.T).T
             else:  # prox-linear in the term of layer j+1, which holds V_j inside sigma
 
                 def next_term(v, v_next, w=W[j], sigma=sigmas[j]):
-                    gap = v_next - sigma(input_features(v, network.bias == "all") @ w.T) - (v if skip else 0.0)
+                    gap = v_next - sigma(layer_input(v, network) @ w.T) - (v if skip else 0.0)
                     return 0.5 * g * jnp.sum(gap**2)
 
                 grad = jax.vmap(jax.grad(next_term))(V[j - 1], V[j])
@@ -338,27 +275,30 @@ class Zeng(Algorithm):
         return ZengBlocks(tuple(W), tuple(V), ())
 
     # -- diagnostics ---------------------------------------------------------------------------
-    def info(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengDiagnostics:
-        W, V = blocks.weights, blocks.hidden
+    def _gaps(self, blocks: ZengBlocks, data: Data, network: Network):
+        W, V = blocks.W, blocks.V
         N = len(W)
         sigmas = network.layer_activations
-        loss = network.loss_fn
-
-        output_loss = jnp.mean(jax.vmap(loss)(V[N - 1], data.Y))
         act, lin = [], []
         for j in range(1, N + 1):
             z = self._inputs(V, data, network, j) @ W[j - 1].T
-            u = blocks.pre[j - 1] if self.splitting == "three" else z
+            u = blocks.U[j - 1] if self.splitting == "three" else z
             if j == N:
                 act.append(mean_squared_norm(V[j - 1] - u))
             else:
                 skip_term = V[j - 2] if network.skip and j >= 2 else 0.0
                 act.append(mean_squared_norm(V[j - 1] - sigmas[j - 1](u) - skip_term))
             lin.append(mean_squared_norm(u - z) if self.splitting == "three" else jnp.asarray(jnp.nan, data.X.dtype))
-        act, lin = jnp.stack(act), jnp.stack(lin)
-        penalty = 0.5 * hyper.weight_decay * sum(jnp.sum(w * w) for w in W) / data.X.shape[0]
-        objective = output_loss + 0.5 * hyper.gamma * jnp.sum(act) + penalty
+        return jnp.mean(jax.vmap(network.loss_fn)(V[N - 1], data.Y)), jnp.stack(act), jnp.stack(lin)
+
+    def _extras(self, blocks: ZengBlocks, data: Data, network: Network) -> ZengExtras:
+        return ZengExtras(*self._gaps(blocks, data, network))
+
+    def objective(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network):
+        """F / n (see :class:`ZengExtras`)."""
+        output, act, lin = self._gaps(blocks, data, network)
+        penalty = 0.5 * hyper.weight_decay * sum(jnp.sum(w * w) for w in blocks.W) / data.X.shape[0]
+        objective = output + 0.5 * hyper.gamma * jnp.sum(act) + penalty
         if self.splitting == "three":
             objective = objective + 0.5 * hyper.rho * jnp.sum(lin)
-        metrics = network_metrics(W, data, network)
-        return ZengDiagnostics(objective, output_loss, act, lin, *metrics)
+        return objective

@@ -1,6 +1,6 @@
 """Sample sharding over a 1-D device mesh, and runs spread over several processes.
 
-The samples (X, Y and every per-sample block, see ``Algorithm.per_sample``) are split over
+The samples (X, Y and every per-sample block, see :mod:`bcd_jax.driver.blocks`) are split over
 the mesh axis; every other block is replicated, so a weight gradient's sum over samples
 becomes an all-reduce that XLA inserts.
 """

@@ -1,7 +1,8 @@
 """Akiyama's theory as tools: step-size bounds, assumption checks, run checks, rates.
 
-The theorems are about the paper's algorithms (:class:`bcd_jax.Akiyama`), so this module sits
-next to them. Everything here is host-side NumPy (float64) arithmetic (the one exception: the trained
+The theorems are about the paper's algorithms (:class:`bcd_jax.Akiyama`); the module reads
+their configurations and runs, so it sits above the library's core. Everything here is
+host-side NumPy (float64) arithmetic (the one exception: the trained
 network's forward pass in :func:`generalization_bound`); nothing is traced.
 
 * :func:`theorem_4_1`, :func:`theorem_5_3`: the step-size bounds and the iteration counts
@@ -39,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcd_jax.activations import Activation, get_activation
-from bcd_jax.algorithms.akiyama import Akiyama
+from bcd_jax.algorithms import Akiyama
 from bcd_jax.config import Config
 from bcd_jax.network import Network, input_features, network_output
 from bcd_jax.rates import RateFit, convergence_rate
@@ -531,8 +532,9 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
 
     For j = 2 .. L-1 and every history entry k, W_j is inside when
     ``lo (1 - rtol) <= sigma_min(W_j) and sigma_max(W_j) <= hi (1 + rtol)``; the empirical C_V
-    is ``max_{k, j} lambda_max(V_j V_j^T)`` (``history.v_gram_max``, a sum over samples, as in
-    the paper). A NaN singular value counts as outside.
+    is ``max_{k, j} lambda_max(V_j V_j^T)`` (a sum over samples, as in the paper). The rows are
+    the sweeps 1..K (the spectral diagnostics are the family's extras, which describe a sweep:
+    entry 0 of a history has none). A NaN singular value counts as outside.
 
     The band: Remark 3.1 says the proof keeps the singular values "in a bounded interval", but
     the proof (Appendix C) was not available, so the interval it maintains cannot be read off.
@@ -543,8 +545,9 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     ``rtol`` absorbs float rounding of the SVD (SVB puts singular values exactly on s1, s2).
 
     Args:
-      history: a :class:`bcd_jax.Diagnostics` of stacked arrays (``bcd_jax.fit(...).history``);
-        uses ``sv_min``, ``sv_max`` (``(K+1, L)``) and ``v_gram_max`` (``(K+1, L-1)``).
+      history: a run's history (``bcd_jax.fit(...).history``, whose ``extras.spectral`` holds
+        ``sv_min``, ``sv_max`` (``(K+1, L)``) and ``v_gram_max`` (``(K+1, L-1)``)), or those
+        spectral extras themselves.
       config: the run's Config, for ``config.algorithm.svb_bounds`` (the theorem's (s1, s2)
         when the algorithm's ``svb`` is None).
       svb: ``(s1, s2)``, instead of ``config``.
@@ -579,12 +582,18 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     rtol = float(rtol)
     if not 0 <= rtol < 1:
         raise ValueError(f"rtol: expected a number in [0, 1), got {rtol!r}")
-    missing = [name for name in ("sv_min", "sv_max", "v_gram_max") if not hasattr(history, name)]
+    spectral = getattr(getattr(history, "extras", None), "spectral", history)
+    missing = [name for name in ("sv_min", "sv_max", "v_gram_max") if not hasattr(spectral, name)]
     if missing:
-        raise ValueError(f"history: expected Akiyama's diagnostics with {missing}; got {type(history).__name__}")
-    sv_min = np.atleast_2d(np.asarray(history.sv_min, dtype=np.float64))
-    sv_max = np.atleast_2d(np.asarray(history.sv_max, dtype=np.float64))
-    v_gram = np.atleast_2d(np.asarray(history.v_gram_max, dtype=np.float64))
+        raise ValueError(
+            f"history: expected a run of Akiyama's family (its extras hold sv_min, sv_max, v_gram_max); "
+            f"got {type(history).__name__} without {missing}"
+        )
+    sv_min = np.atleast_2d(np.asarray(spectral.sv_min, dtype=np.float64))
+    sv_max = np.atleast_2d(np.asarray(spectral.sv_max, dtype=np.float64))
+    v_gram = np.atleast_2d(np.asarray(spectral.v_gram_max, dtype=np.float64))
+    if hasattr(history, "extras") and sv_min.shape[0] > 1:  # a history: entry 0 (no sweep yet) has no extras
+        sv_min, sv_max, v_gram = sv_min[1:], sv_max[1:], v_gram[1:]
     L = sv_min.shape[1]
     if sv_max.shape != sv_min.shape or v_gram.shape != (sv_min.shape[0], L - 1):
         raise ValueError(

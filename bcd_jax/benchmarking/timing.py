@@ -4,7 +4,7 @@ Other processes inflate a timing; these helpers let a script wait until the CPUs
 idle, take the best of several calls, and record how much CPU other processes used while it
 measured, so a report can say how far to trust its numbers::
 
-    from bcd_jax import timing
+    from bcd_jax.benchmarking import timing
 
     meter = timing.Contention(wait_idle=20.0)      # before each measurement wait up to 20 s for idle CPUs
     seconds = timing.time_calls(lambda: f(x), repeats=5, contention=meter)

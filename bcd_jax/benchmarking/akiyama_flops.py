@@ -26,9 +26,9 @@ counts the compiled program itself, which cross-checks these formulas.
 
 from __future__ import annotations
 
-from bcd_jax.algorithms.akiyama import Akiyama
+from bcd_jax.algorithms import Akiyama
+from bcd_jax.benchmarking.flops import activation_cost, eigh_flops, matmul_flops, svdvals_flops
 from bcd_jax.config import Config
-from bcd_jax.flops import activation_cost, eigh_flops, matmul_flops, svdvals_flops
 from bcd_jax.validation import check_int
 
 __all__ = ["diagnostics_flops", "prepare_flops", "sweep_flops", "sweep_flops_breakdown"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import leaky  # the same hand-written LeakyReLU and its derivative
+from bcd_jax.testing.reference_akiyama import leaky  # the same hand-written LeakyReLU and its derivative
 
 
 def top_gram_eigenvalue(A, iterations=64):
