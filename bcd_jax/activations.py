@@ -134,7 +134,7 @@ class Activation:
             u = (s * (a - c) + weight * z) / (s * s + weight)
             high = piece.high
             if k + 1 < len(self.pieces) and not _continuous_at(piece, self.pieces[k + 1]):
-                high = np.nextafter(np.asarray(high, u.dtype), np.asarray(-np.inf, u.dtype))
+                high = _below(high, u.dtype)
             u = jnp.clip(u, jnp.asarray(piece.low, u.dtype), jnp.asarray(high, u.dtype))
             cost = (s * u + c - a) ** 2 + weight * (u - z) ** 2
             if best_u is None:
@@ -143,6 +143,16 @@ class Activation:
                 take = cost <= best_cost
                 best_u, best_cost = jnp.where(take, u, best_u), jnp.where(take, cost, best_cost)
         return best_u
+
+
+def _below(x: float, dtype) -> np.ndarray:
+    """The largest float of ``dtype`` below ``x`` that is not subnormal: XLA on CPU flushes subnormals
+    to zero, so below a jump at 0 the candidate must be ``-tiny``, not the subnormal next to 0 (it
+    would be read as 0, on the other side of the jump)."""
+    dtype = np.dtype(dtype)
+    below = np.nextafter(np.asarray(x, dtype), np.asarray(-np.inf, dtype))
+    tiny = np.finfo(dtype).tiny
+    return np.asarray(-tiny, dtype) if abs(float(below)) < tiny else below
 
 
 def _continuous_at(left: Piece, right: Piece) -> bool:
