@@ -37,23 +37,29 @@ _COLUMNS = {
 }
 
 
+def _fields(record, prefix=""):
+    """``(name, array)`` of every leaf of a record, extras flattened (``extras.spectral.sv_min`` -> ``sv_min``)."""
+    for name, value in record._asdict().items():
+        if hasattr(value, "_asdict"):
+            yield from _fields(value, prefix)
+        else:
+            yield name, value
+
+
 def _history_csv(result) -> str:
-    """One row per history entry (entry 0: the initial state), one column per diagnostic value."""
+    """One row per history entry (entry 0: the initial state), one column per recorded value."""
     h = result.history
-    blocks = list(result.config.algorithm.block_arrays(result.state.blocks))  # "W_1", ..., "V_1", ...
-    names = ["train_mse"] + [f for f in h._fields if f != "train_mse"]  # the paper's figure plots train_mse
+    fields = dict(_fields(h))
+    names = ["train_mse"] + [f for f in fields if f != "train_mse"]  # the paper's figure plots train_mse
     header, columns = ["sweep"], []
     for name in names:
-        values = np.asarray(getattr(h, name), dtype=np.float64)
+        values = np.asarray(fields[name], dtype=np.float64)
         if values.ndim == 1:
             header.append(name)
             columns.append(values[:, None])
         else:
-            if name == "blocks_finite" and len(blocks) == values.shape[1]:
-                header += [f"finite_{block}" for block in blocks]
-            else:
-                pattern = _COLUMNS.get(name, name + "_{}")
-                header += [pattern.format(j) for j in range(1, values.shape[1] + 1)]
+            pattern = _COLUMNS.get(name, name + "_{}")
+            header += [pattern.format(j) for j in range(1, values.shape[1] + 1)]
             columns.append(values)
     table = np.concatenate(columns, axis=1)
     buf = io.StringIO()
@@ -90,10 +96,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    config, data, experiment = load_experiment(args.config)
+    experiment = load_experiment(args.config)
     sweeps = QUICK_SWEEPS if args.quick and args.sweeps is None else args.sweeps
     if sweeps is not None:
-        config = config.replace(sweeps=sweeps)
+        experiment = experiment.with_overrides({"sweeps": sweeps})
+    config, data = experiment.config, experiment.data
     default_out = Path("results") / (args.config.stem + ("-quick" if args.quick else ""))
     out = args.out if args.out is not None else default_out
     out.mkdir(parents=True, exist_ok=True)
@@ -103,14 +110,14 @@ def main(argv=None) -> int:
         f"device: {jax.devices()[0].platform} ({platform.processor() or platform.machine()}, {os.cpu_count()} "
         f"cores), jax {jax.__version__}"
     )
-    results = run_experiment(config, data, experiment)
+    results = run_experiment(experiment)
 
     main_name = config.algorithm.name
     main_hist = results[main_name].history
     entries = len(main_hist.train_mse)
     show = sorted({0, 1, 2, 5, 10, 20, 30, 40, 50, 100, entries - 1} & set(range(entries)))
     names = list(results)
-    layer_losses = getattr(main_hist, "layer_losses", None)
+    layer_losses = getattr(main_hist.extras, "layer_losses", None)
     layers = [] if layer_losses is None else list(range(1, np.shape(layer_losses)[1] + 1))
     head = (
         f"{'sweep':>5}  "
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
         for n in names:
             mse = results[n].history.train_mse
             cells.append(f"{mse[k]:>22.3e}" if k < len(mse) else f"{'-':>22}")
-        row = "  ".join(f"{v:>9.2e}" for v in layer_losses[k]) if layers else ""
+        row = "  ".join(f"{v:>9.2e}" for v in layer_losses[k]) if layers and k > 0 else ""
         print(f"{k:>5}  " + "  ".join(cells) + "  " + row)
 
     summary = {

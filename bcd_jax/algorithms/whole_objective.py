@@ -239,7 +239,8 @@ class WholeObjective(Algorithm):
         if self.inner == "exact" and loss.quadratic:
             eye = jnp.eye(w_out.shape[1], dtype=w_out.dtype)
             factor = jax.scipy.linalg.cho_factor(w_out.T @ w_out + g * eye)
-            return jax.vmap(lambda yi, ai: jax.scipy.linalg.cho_solve(factor, w_out.T @ yi + g * ai))(y, a)
+            rhs = y @ w_out + g * a  # row i: W_L^T y_i + gamma a_i; every sample in one matrix solve
+            return jax.scipy.linalg.cho_solve(factor, rhs.T).T
         beta = 1.0 if loss.smoothness is None else loss.smoothness
         step = hyper.eta_v / (beta * spectral_norm(w_out) ** 2 + g)
 
