@@ -43,6 +43,24 @@ def ridge(W_old, targets, inputs, scale, alpha, lam):
     return np.linalg.solve(A, B.T).T
 
 
+def jacobi(W_old, targets, inputs, scale, alpha, lam):
+    """The authors' bias step (their ``updateWb``), row by row: W with the OLD bias held fixed, the
+    bias with the OLD W held fixed; ``inputs`` end with the constant 1."""
+    Wp, b = W_old[:, :-1], W_old[:, -1]
+    k = Wp.shape[1]
+    A = (alpha + lam) * np.eye(k)
+    B = alpha * Wp.copy()
+    total = np.zeros_like(b)
+    for t, x in zip(targets, inputs):
+        v = x[:-1]
+        A += scale * np.outer(v, v)
+        B += scale * np.outer(t - b, v)
+        total += t - Wp @ v
+    W_new = np.linalg.solve(A, B.T).T
+    b_new = (alpha * b + scale * total) / (scale * len(targets) + alpha + lam)
+    return np.concatenate([W_new, b_new[:, None]], axis=1)
+
+
 def forward(W, X, slope, skip, bias_all):
     """Blocks at init: U_j = W_j [V_{j-1}; 1], V_j = sigma(U_j) (+ V_{j-1}), V_N = U_N."""
     f, _ = leaky(slope)
@@ -61,12 +79,16 @@ def forward(W, X, slope, skip, bias_all):
     return [np.array(v) for v in V], [None] + [np.array(u) for u in U[1:]]
 
 
-def three_splitting_sweep(W, V, U, Y, gamma, rho, alpha, lam, slope, skip, bias_all, loss_grad=None):
+def three_splitting_sweep(
+    W, V, U, Y, gamma, rho, alpha, lam, slope, skip, bias_all, loss_grad=None, bias_update="joint"
+):
     """One sweep (output block, then V_j, U_j, W_j for j = N-1..1); returns new lists W, V, U.
 
     ``loss_grad``: None for the squared loss 1/2||v - y||^2 (exact prox), else a function
-    ``(v, y) -> gradient`` for the prox-linear output step.
+    ``(v, y) -> gradient`` for the prox-linear output step. ``bias_update="jacobi"``: the weight
+    blocks take the authors' Jacobi (W, b) step instead of the joint ridge solve.
     """
+    solve = jacobi if bias_update == "jacobi" else ridge
     f, _ = leaky(slope)
     W, V, U = [None if w is None else w.copy() for w in W], [v.copy() for v in V], [None] + [u.copy() for u in U[1:]]
     N = len(W) - 1
@@ -82,7 +104,7 @@ def three_splitting_sweep(W, V, U, Y, gamma, rho, alpha, lam, slope, skip, bias_
             V[N][i] = (gamma * U[N][i] + alpha * V[N][i] - loss_grad(V[N][i], Y[i])) / (gamma + alpha)
     for i in range(n):
         U[N][i] = (gamma * V[N][i] + rho * (W[N] @ inp(N, i))) / (gamma + rho)
-    W[N] = ridge(W[N], U[N], [inp(N, i) for i in range(n)], rho, alpha, lam)
+    W[N] = solve(W[N], U[N], [inp(N, i) for i in range(n)], rho, alpha, lam)
 
     for j in range(N - 1, 0, -1):
         Wn = W[j + 1][:, :-1] if bias_all else W[j + 1]
@@ -99,7 +121,7 @@ def three_splitting_sweep(W, V, U, Y, gamma, rho, alpha, lam, slope, skip, bias_
             z = W[j] @ inp(j, i)
             t = (rho * z + alpha * U[j][i]) / (rho + alpha)
             U[j][i] = np.array([scalar_prox(a[k], t[k], (rho + alpha) / gamma, slope) for k in range(len(a))])
-        W[j] = ridge(W[j], U[j], [inp(j, i) for i in range(n)], rho, alpha, lam)
+        W[j] = solve(W[j], U[j], [inp(j, i) for i in range(n)], rho, alpha, lam)
     return W, V, U
 
 
