@@ -95,7 +95,7 @@ def test_unknown_activation_name(bad):
         bcd_jax.get_activation(bad)
     with pytest.raises(ValueError, match="^activation"):
         bcd_jax.Network(activation=bad)
-    with pytest.raises(ValueError, match="^activation"):
+    with pytest.raises(ValueError, match=r"^overrides: \[network\] activation"):  # 0.3: errors name their source
         bcd_jax.Config().with_overrides({"network.activation": bad})
     with pytest.raises(ValueError, match="^activation"):  # one bad entry of a per-layer list
         bcd_jax.Network(depth=3, activation=["relu", bad])
