@@ -126,7 +126,8 @@ class Activation:
         On each piece the objective is a convex quadratic in u: its minimiser clipped to the
         piece is the piece's best point, and the best of those is the minimiser. A piece that
         ends at a jump is open there, so its candidate stops at the last float below the jump
-        (where sigma still takes that piece's value). Ties go to the piece further right.
+        (where sigma still takes that piece's value; the last normal one, as XLA flushes
+        subnormals to zero). Ties go to the piece further right.
         """
         best_u = best_cost = None
         for k, piece in enumerate(self.pieces):
@@ -134,7 +135,7 @@ class Activation:
             u = (s * (a - c) + weight * z) / (s * s + weight)
             high = piece.high
             if k + 1 < len(self.pieces) and not _continuous_at(piece, self.pieces[k + 1]):
-                high = np.nextafter(np.asarray(high, u.dtype), np.asarray(-np.inf, u.dtype))
+                high = _last_float_below(high, u.dtype)
             u = jnp.clip(u, jnp.asarray(piece.low, u.dtype), jnp.asarray(high, u.dtype))
             cost = (s * u + c - a) ** 2 + weight * (u - z) ** 2
             if best_u is None:
@@ -143,6 +144,18 @@ class Activation:
                 take = cost <= best_cost
                 best_u, best_cost = jnp.where(take, u, best_u), jnp.where(take, cost, best_cost)
         return best_u
+
+
+def _last_float_below(x: float, dtype):
+    """The largest float of ``dtype`` below ``x`` that XLA keeps as it is.
+
+    XLA on CPU flushes subnormal floats to zero, so below a jump at 0 ``nextafter(0, -inf)`` would
+    become ``-0.0``, which is ON the jump (right-continuous: the next piece's value); the largest
+    normal float below 0, ``-tiny``, is the last point that still takes this piece's value.
+    """
+    below = np.nextafter(np.asarray(x, dtype), np.asarray(-np.inf, dtype))
+    tiny = np.finfo(dtype).tiny
+    return np.asarray(-tiny, dtype) if abs(below) < tiny else below
 
 
 def _continuous_at(left: Piece, right: Piece) -> bool:
