@@ -369,7 +369,7 @@ def test_a_registered_piecewise_linear_activation_gets_zengs_u_update(x64, hard_
 
 def test_a_registered_piecewise_linear_activation_gets_whole_objectives_exact_mode(x64, hard_tanh):
     X, Y = _small_problem()
-    network = bcd_jax.Network(depth=3, width=4, activation="hard_tanh_test", bias=True)
+    network = bcd_jax.Network(depth=2, width=4, activation="hard_tanh_test", bias=True)  # W_1: Newton on sigma's pieces
     # whole_objective's exact mode (Newton steps on the pieces; refused without pieces): F never increases.
     whole = bcd_jax.Config(
         network=network,
