@@ -275,7 +275,7 @@ def quantized(levels: int = 4, low: float = -1.0, high: float = 1.0) -> Activati
     low, high = float(low), float(high)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"activation: quantized range: expected finite low < high, got low={low}, high={high}")
-    values = [low + m * (high - low) / (levels - 1) for m in range(levels)]
+    values = [(low * (levels - 1 - m) + high * m) / (levels - 1) for m in range(levels)]  # symmetric in floats
     jumps = [(a + b) / 2 for a, b in zip(values, values[1:])]
     bounds = [-math.inf, *jumps, math.inf]
     pieces = [Piece(bounds[m], bounds[m + 1], 0.0, values[m]) for m in range(levels)]

@@ -489,20 +489,21 @@ def theorem_5_3(
 class RunCheck:
     """Singular values of the hidden W_j against a band, and the empirical C_V, over a run.
 
-    Rows are history entries (entry 0 = the initial state, entry k = after sweep k).
+    Rows are sweeps: row k-1 is the state after sweep k (the spectral diagnostics describe a
+    sweep; check the initial weights with ``init_params`` if needed).
 
     Attributes:
       band: ``(lo, hi)`` checked, before the ``rtol`` widening.
       rtol: relative tolerance: a value counts as inside when in ``[lo (1-rtol), hi (1+rtol)]``.
       layers: the paper's indices j of the checked W_j (the hidden ones, 2 .. L-1).
-      sv_min, sv_max: ``(K+1, len(layers))`` extreme singular values of those W_j.
-      inside: ``(K+1, len(layers))`` whether each W_j's singular values are in the band.
-      inside_per_sweep: ``(K+1,)`` all checked W_j inside, per entry.
+      sv_min, sv_max: ``(K, len(layers))`` extreme singular values of those W_j.
+      inside: ``(K, len(layers))`` whether each W_j's singular values are in the band.
+      inside_per_sweep: ``(K,)`` all checked W_j inside, per sweep.
       all_inside: every entry, every checked layer inside.
-      first_exit: ``(entry, j)`` of the first W_j found outside (entries in order, then j), or None.
+      first_exit: ``(row, j)`` of the first W_j found outside (rows in order, then j), or None.
       sv_min_overall, sv_max_overall: the extremes over the whole run and all checked layers
         (NaN when there is no hidden W_j, L = 2).
-      c_v_per_sweep: ``(K+1,)`` max_j lambda_max(V_j V_j^T) per entry.
+      c_v_per_sweep: ``(K,)`` max_j lambda_max(V_j V_j^T) per sweep.
       c_v_per_layer: ``(L-1,)`` max over the run, per V_j.
       c_v_empirical: the largest lambda_max(V_j V_j^T) seen, the run's C_V.
       c_v: the C_V checked against (``None`` if none was given).
@@ -597,7 +598,7 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     L = sv_min.shape[1]
     if sv_max.shape != sv_min.shape or v_gram.shape != (sv_min.shape[0], L - 1):
         raise ValueError(
-            f"history: expected sv_min, sv_max (K+1, L) and v_gram_max (K+1, L-1); got {sv_min.shape}, "
+            f"history: expected sv_min, sv_max (rows, L) and v_gram_max (rows, L-1); got {sv_min.shape}, "
             f"{sv_max.shape}, {v_gram.shape}"
         )
     layers = tuple(range(2, L))

@@ -124,3 +124,17 @@ def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> subp
         timeout=timeout,
         cwd=Path(__file__).parent,
     )
+
+
+def assert_layer_blocks_match(state, W_ref, V_ref, rtol):
+    """``state`` (a BCDState of ``LayerBlocks``) against reference lists in paper indexing (W[1..L], V[1..L-1]).
+
+    The 0.3 spelling of :func:`assert_state_matches` (blocks ``W`` and ``V``).
+    """
+    blocks = state.blocks
+    L = len(W_ref) - 1
+    assert len(blocks.W) == L and len(blocks.V) == L - 1
+    for j in range(1, L + 1):
+        assert_close(blocks.W[j - 1], W_ref[j], rtol, f"W_{j}")
+    for j in range(1, L):
+        assert_close(blocks.V[j - 1], V_ref[j], rtol, f"V_{j}")

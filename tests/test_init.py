@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 import bcd_jax
+from bcd_jax.algorithms import make_data
+from bcd_jax.algorithms.layered import layer_gaps, output_loss, spectral_extras
 from bcd_jax.algorithms.primitives import singular_value_bounding
+from bcd_jax.driver.blocks import block_arrays
+from bcd_jax.testing import reference_akiyama as ref
 
-import reference as ref
-from helpers import AKIYAMA, activation_for, assert_close, config
+from helpers import AKIYAMA, activation_for, assert_close, config, tree_all_finite
 
 
 def _matrix_with_singular_values(rng, shape, svals):
@@ -113,19 +116,40 @@ def test_diagnostics_of_an_arbitrary_state(x64, algorithm):
         rng.normal(size=(d_out, r)),
     )
     hidden = tuple(np.abs(rng.normal(size=(n, r))) for _ in range(L - 1))  # not the forward pass
-    blocks = bcd_jax.AkiyamaBlocks(tuple(map(jnp.asarray, weights)), tuple(map(jnp.asarray, hidden)))
-    state = bcd_jax.BCDState(blocks, (), jnp.asarray(3, jnp.int32))  # diagnostics need no cache
-    info = bcd_jax.diagnostics(state, X, Y, cfg)
-    assert isinstance(info, bcd_jax.Diagnostics)
+    blocks = bcd_jax.LayerBlocks(tuple(map(jnp.asarray, weights)), tuple(map(jnp.asarray, hidden)))
+    state = bcd_jax.BCDState(blocks, (), jnp.asarray(3, jnp.int32))  # a record needs no cache
+    info = bcd_jax.record(state, X, Y, cfg)
+    assert isinstance(info, bcd_jax.SweepInfo)
     spec = cfg.algorithm.spec
     act = ref.reference_activation(cfg.network.activation, cfg.network.negative_slope)
     expected = ref.diagnostics(ref.as_paper(weights), [X, *hidden], Y, act=act, spec=spec, gamma=cfg.hyper.gamma)
+    # 0.3: the record of a state has NaN extras (they describe a sweep); the family's diagnostics of
+    # these blocks are the functions its sweep records them with. The objective and output_loss are
+    # F/n on the library's 1/2 scale: half the reference's (paper-scale) values.
+    assert all(np.isnan(np.asarray(a)).all() for a in jax.tree.leaves(info.extras))
+    network = cfg.resolved_network
+    data = make_data(X, Y, network)
+    spectral = spectral_extras(blocks, True, jnp.float64)
+    got = {
+        "objective": info.objective,
+        "output_loss": output_loss(blocks, data, network),
+        "layer_losses": layer_gaps(blocks, data, network),
+        "train_mse": info.train_mse,
+        "sv_min": spectral.sv_min,
+        "sv_max": spectral.sv_max,
+        "v_gram_max": spectral.v_gram_max,
+    }
+    assert set(got) == set(expected)
     for field, value in expected.items():
-        assert_close(getattr(info, field), value, 1e-10, field)
-    assert np.asarray(info.layer_losses).shape == (L - 1,)
-    assert np.asarray(info.sv_min).shape == (L,) and np.asarray(info.v_gram_max).shape == (L - 1,)
-    assert np.asarray(info.blocks_finite).tolist() == [True] * (2 * L - 1)
-    assert float(np.min(np.asarray(info.layer_losses))) > 0  # a state that is not the forward pass
+        assert_close(got[field], value / 2 if field in ("objective", "output_loss") else value, 1e-10, field)
+    # The family's own objective of these blocks is the one recorded.
+    hyper = cfg.hyper_arrays(jnp.float64)
+    assert_close(cfg.algorithm.objective(blocks, data, hyper, network), expected["objective"] / 2, 1e-10, "F / n")
+    assert np.asarray(got["layer_losses"]).shape == (L - 1,)
+    assert np.asarray(got["sv_min"]).shape == (L,) and np.asarray(got["v_gram_max"]).shape == (L - 1,)
+    assert list(block_arrays(state.blocks)) == [f"W_{j}" for j in range(1, L + 1)] + [f"V_{j}" for j in range(1, L)]
+    assert tree_all_finite(state.blocks)
+    assert float(np.min(np.asarray(got["layer_losses"]))) > 0  # a state that is not the forward pass
 
 
 def test_diagnostics_flags_the_non_finite_block(x64):
@@ -133,7 +157,12 @@ def test_diagnostics_flags_the_non_finite_block(x64):
     X, Y = np.ones((4, 5)) * np.arange(5), np.arange(4.0)
     params = bcd_jax.init_params(jax.random.key(0), cfg, 5, 1, dtype=jnp.float64)
     state = bcd_jax.init_state(params, X, Y, cfg)
-    hidden = state.blocks.hidden
-    bad = state._replace(blocks=state.blocks._replace(hidden=(hidden[0], hidden[1].at[2, 1].set(jnp.nan))))
-    finite = np.asarray(bcd_jax.diagnostics(bad, X, Y, cfg).blocks_finite)
-    assert finite.tolist() == [True, True, True, True, False]  # W_1, W_2, W_3, V_1, V_2
+    hidden = state.blocks.V
+    bad = state._replace(blocks=state.blocks._replace(V=(hidden[0], hidden[1].at[2, 1].set(jnp.nan))))
+    # 0.3: records no longer carry blocks_finite; the driver names a non-finite block from the
+    # blocks pytree (its leaf names, as the divergence warning does), and the record is not finite.
+    arrays = block_arrays(bad.blocks)
+    finite = {name: bool(np.isfinite(np.asarray(a)).all()) for name, a in arrays.items()}
+    assert finite == {"W_1": True, "W_2": True, "W_3": True, "V_1": True, "V_2": False}
+    assert list(finite) == ["W_1", "W_2", "W_3", "V_1", "V_2"]
+    assert not np.isfinite(float(bcd_jax.record(bad, X, Y, cfg).objective))

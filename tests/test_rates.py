@@ -83,7 +83,7 @@ def test_the_monotone_families_pass_with_k1_on_a_real_run(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = bcd_jax.fit(X, Y, config, progress=None)
-    report = rates.rate_report(result.history.objective, result.movement, start=2)
+    report = rates.rate_report(result.history.objective, result.history.movement, start=2)
     assert report.decrease.holds and report.decrease.window == 1 and report.decrease.monotone
     assert report.decrease.constant > 0 and report.decrease.judged >= 10
     assert report.rate is not None and report.rate.rho < 1

@@ -1,4 +1,4 @@
-"""bcd_jax.algorithms.akiyama_theory: the paper's formulas by hand arithmetic, the assumption and run checks, rates."""
+"""bcd_jax.theory: the paper's formulas by hand arithmetic, the assumption and run checks, rates."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax.algorithms import akiyama_theory as theory
+from bcd_jax import theory
 
 # A hand-checkable data set: x_i = 2 e_i in R^4 (n = 3), so s = sigma_min = sigma_max = 2, max ||x_i|| = 2.
 X_HAND = 2.0 * np.eye(3, 4)
@@ -168,22 +168,33 @@ def tiny_run():
 
 def test_check_run_on_a_real_run(tiny_run):
     X, Y, config, result = tiny_run
-    h = result.history
-    check = theory.check_run(h, config, c_v=1e6)
+    # 0.3: the spectral numbers are the family's extras, which describe a sweep (NaN at history entry 0):
+    # check_run's rows are the sweeps 1..K.
+    h = result.history.extras.spectral
+    assert np.isnan(h.sv_min[0]).all() and np.isnan(h.v_gram_max[0]).all()
+    sv_min, sv_max, v_gram_max = h.sv_min[1:], h.sv_max[1:], h.v_gram_max[1:]
+    check = theory.check_run(result.history, config, c_v=1e6)
     assert check.band == (0.75, 1.25) and check.layers == (2,)
-    assert check.sv_min.shape == check.sv_max.shape == check.inside.shape == (6, 1)
-    assert check.inside_per_sweep[0]  # singular value bounding put W_2 in [s1, s2] at initialisation
-    np.testing.assert_array_equal(check.sv_min[:, 0], h.sv_min[:, 1])
-    expected = (h.sv_min[:, 1] >= 0.75 * (1 - 1e-4)) & (h.sv_max[:, 1] <= 1.25 * (1 + 1e-4))
+    assert check.sv_min.shape == check.sv_max.shape == check.inside.shape == (5, 1)
+    # Singular value bounding put W_2 in [s1, s2] at initialisation (the initial weights of the same key).
+    w2 = np.asarray(bcd_jax.init_params(jax.random.key(0), config, X.shape[1], Y.shape[1])[1], np.float64)
+    s = np.linalg.svd(w2, compute_uv=False)
+    assert s.min() >= 0.75 * (1 - 1e-4) and s.max() <= 1.25 * (1 + 1e-4)
+    np.testing.assert_array_equal(check.sv_min[:, 0], sv_min[:, 1])
+    expected = (sv_min[:, 1] >= 0.75 * (1 - 1e-4)) & (sv_max[:, 1] <= 1.25 * (1 + 1e-4))
     np.testing.assert_array_equal(check.inside_per_sweep, expected)
     assert check.all_inside == bool(expected.all())
-    np.testing.assert_allclose(check.c_v_per_sweep, h.v_gram_max.max(axis=1))
-    np.testing.assert_allclose(check.c_v_per_layer, h.v_gram_max.max(axis=0))
-    assert check.c_v_empirical == pytest.approx(float(h.v_gram_max.max())) and check.c_v_ok
-    assert theory.check_run(h, config, c_v=check.c_v_empirical / 2).c_v_ok is False
+    np.testing.assert_allclose(check.c_v_per_sweep, v_gram_max.max(axis=1))
+    np.testing.assert_allclose(check.c_v_per_layer, v_gram_max.max(axis=0))
+    assert check.c_v_empirical == pytest.approx(float(v_gram_max.max())) and check.c_v_ok
+    # The spectral extras themselves (every row a sweep) give the same check.
+    direct = theory.check_run(h._replace(sv_min=sv_min, sv_max=sv_max, v_gram_max=v_gram_max), config, c_v=1e6)
+    np.testing.assert_array_equal(direct.inside, check.inside)
+    assert direct.c_v_empirical == check.c_v_empirical
+    assert theory.check_run(result.history, config, c_v=check.c_v_empirical / 2).c_v_ok is False
     silent = config.replace(algorithm=config.algorithm.replace(spectral_diagnostics=False))
     with pytest.raises(ValueError, match="config: check_run reads the spectral diagnostics"):
-        theory.check_run(h, silent)
+        theory.check_run(result.history, silent)
 
 
 def test_check_run_detects_a_singular_value_leaving_the_band():
