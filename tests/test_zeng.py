@@ -179,3 +179,72 @@ def test_init_scale_scales_the_initial_weights_and_is_checked():
         np.testing.assert_allclose(np.asarray(w2), 2.0 * np.asarray(w), rtol=1e-6)
     with pytest.raises(ValueError, match=r"^init_scale: expected a number in \(0, inf\), got 0.0"):
         Zeng(init_scale=0)
+
+
+# -- the authors' settings and the two-splitting's per-block weights ----------------------------
+
+
+@pytest.mark.parametrize("skip", (False, True))
+def test_jacobi_bias_step_equals_the_authors_update_per_sample(x64, skip):
+    """bias_update='jacobi' is the authors' updateWb (W from the old b, b from the old W), checked
+    against a plain per-sample NumPy version over 3 sweeps, from their initialisation."""
+    algorithm = Zeng("three", bias_update="jacobi", weight_init="normal", init_scale=0.3, init_bias=0.1)
+    network = bcd_jax.Network(depth=4, width=4, activation="relu", bias="all", skip=skip)
+    config = bcd_jax.Config(network=network, algorithm=algorithm, hyper={"alpha": 1.0, "weight_decay": 0.05})
+    X, Y, params = _problem(config)
+    for w in params:
+        np.testing.assert_array_equal(np.asarray(w)[:, -1], 0.1)  # the authors' b = 0.1
+    state = bcd_jax.init_state(params, X, Y, config)
+    h = config.hyper
+    W, Xb = _paper(params, X, True)
+    V, U = ref.forward(W, Xb, 0.0, skip, True)
+    for sweep in range(3):
+        state, _ = bcd_jax.sweep(state, X, Y, config)
+        W, V, U = ref.three_splitting_sweep(
+            W, V, U, Y, h.gamma, h.rho, h.alpha, h.weight_decay, 0.0, skip, True, bias_update="jacobi"
+        )
+        for j in range(1, len(W)):
+            assert_close(state.blocks.W[j - 1], W[j], 1e-10, f"sweep {sweep + 1} W_{j}")
+            assert_close(state.blocks.U[j - 1], U[j], 1e-10, f"sweep {sweep + 1} U_{j}")
+
+
+def test_normal_initialisation_is_scale_times_a_standard_normal(x64):
+    """weight_init='normal': the authors' 0.01 * randn, not scaled by the fan-in."""
+    network = bcd_jax.Network(depth=3, width=400, activation="relu", bias="all")
+    fan_in = bcd_jax.Config(network=network, algorithm=Zeng(init_scale=0.01))
+    normal = bcd_jax.Config(network=network, algorithm=Zeng(weight_init="normal", init_scale=0.01))
+    w_fan = np.asarray(bcd_jax.init_params(jax.random.key(0), fan_in, 300, 2, dtype=jnp.float64)[0])
+    w_norm = np.asarray(bcd_jax.init_params(jax.random.key(0), normal, 300, 2, dtype=jnp.float64)[0])
+    assert abs(w_norm.std() / 0.01 - 1) < 0.02
+    assert abs(w_fan.std() * np.sqrt(301) / 0.01 - 1) < 0.02
+
+
+def test_authors_options_are_checked_against_the_network():
+    with pytest.raises(ValueError, match=r"bias_update: .*bias='all'"):
+        bcd_jax.Config(network=bcd_jax.Network(bias=True), algorithm=Zeng(bias_update="jacobi"))
+    with pytest.raises(ValueError, match=r"init_bias: .*bias='all'"):
+        bcd_jax.Config(network=bcd_jax.Network(bias=False), algorithm=Zeng(init_bias=0.1))
+    with pytest.raises(ValueError, match=r"prox_weights: 'lipschitz' sets the two-splitting"):
+        Zeng("three", prox_weights="lipschitz")
+    with pytest.raises(ValueError, match=r"weight_init: expected one of"):
+        Zeng(weight_init="xavier")
+
+
+def test_lipschitz_prox_weights_make_the_two_splitting_descend_where_one_alpha_diverges():
+    """One shared alpha below W_1's Lipschitz constant (which grows with n) diverges; each block
+    with alpha times its own constant descends at every sweep and fits the data."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    labels = (X[:, :3].sum(axis=1) > 0).astype(np.int32) + 2 * (X[:, 3] > 0)
+    network = bcd_jax.Network(depth=3, width=32, activation="relu", bias="all", loss="squared_multiclass")
+    shared = bcd_jax.Config(network=network, algorithm=Zeng("two"), hyper={"alpha": 2.0}, sweeps=6)
+    per_block = shared.replace(algorithm=Zeng("two", prox_weights="lipschitz"), hyper={"alpha": 1.1})
+    with pytest.warns(bcd_jax.BCDDivergenceWarning):
+        diverged = bcd_jax.fit(X, labels, shared, progress=None)
+    assert diverged.status == bcd_jax.Status.DIVERGED
+    result = bcd_jax.fit(X, labels, per_block, progress=None)
+    objective = result.history.objective
+    assert result.status == bcd_jax.Status.BUDGET
+    assert np.all(np.diff(objective) <= 1e-6 * np.abs(objective[:-1])), objective
+    accuracy = result.history.train_accuracy
+    assert accuracy[-1] > 0.7 and accuracy[-1] > accuracy[0] + 0.3, accuracy  # 4 classes: chance is 0.25
