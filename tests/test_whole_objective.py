@@ -147,41 +147,14 @@ def test_teacher_problem_training_error_falls_by_1e3_within_30_sweeps():
     assert mse[-1] <= 1e-3 * mse[0], mse[[0, 10, 20, 30]]
 
 
-def _lapack_factorisations_in_order(hlo: str) -> list[str]:
-    """The batched LAPACK factorisations (LU, Cholesky) of an HLO module's entry computation,
-    each checked to depend on the one before (raises AssertionError for two independent ones)."""
-    entry = hlo[hlo.index("ENTRY") :]
-    operands: dict[str, set[str]] = {}
-    calls = []
-    for line in entry.splitlines():
-        match = re.match(r"\s*(?:ROOT )?(%[\w.\-]+) = (.*)", line)
-        if not match:
-            continue
-        name, rest = match.groups()
-        operands[name] = set(re.findall(r"%[\w.\-]+", rest))
-        factorisation = re.search(r'custom_call_target="lapack_[sd](getrf|potrf)_ffi"', rest)
-        if factorisation and re.match(r"\(?f\d+\[\d+,\d+,\d+", rest):  # batched: a rank-3 operand
-            calls.append(name)
-
-    def ancestors(name, seen=None):
-        seen = set() if seen is None else seen
-        for parent in operands.get(name, ()):
-            if parent not in seen:
-                seen.add(parent)
-                ancestors(parent, seen)
-        return seen
-
-    for a, b in itertools.combinations(calls, 2):
-        assert a in ancestors(b) or b in ancestors(a), f"{a} and {b} can run at the same time"
-    return calls
-
-
-def test_batched_factorisations_never_run_concurrently():
+def test_the_exact_sweep_runs_no_batched_factorisation():
     """jaxlib 0.10.2's batched LU / Cholesky kernels deadlock the CPU thread pool when two run at
-    once (seen on 2 cores, about every other run, with this network on the digits); the exact
-    sweep orders every batched factorisation after the block before it."""
+    once (seen on 2 cores with the per-row and per-sample Newton solves of the 0.2 exact sweep).
+    The Newton systems are now solved matrix-free by preconditioned CG: the compiled sweep holds
+    only unbatched factorisations (one shared preconditioner per block), none over a batch."""
     from bcd_jax.algorithms import make_data
     from bcd_jax.driver.functional import checked_data
+    from bcd_jax.driver.grid import batched_lapack_calls
 
     config = bcd_jax.Config(
         network=bcd_jax.Network(depth=4, width=6, bias=True, loss="squared_multiclass"),
@@ -193,9 +166,16 @@ def test_batched_factorisations_never_run_concurrently():
     network, algorithm = config.resolved_network, config.algorithm
     data = make_data(X, Y, network)
     state = bcd_jax.init_state(bcd_jax.init_params(jax.random.key(0), config, 5, 3), X, Y, config)
-    step = jax.jit(lambda blocks, cache, hyper: algorithm.step(blocks, data, cache, hyper, network))
-    hlo = step.lower(state.blocks, state.cache, config.hyper_arrays(np.float32)).compile().as_text()
-    assert len(_lapack_factorisations_in_order(hlo)) >= 4  # W_3, V_2, W_2, V_1, W_1 Newton systems
+
+    def step(blocks, cache, hyper):
+        return algorithm.step(blocks, data, cache, hyper, network)
+
+    args = (state.blocks, state.cache, config.hyper_arrays(np.float32))
+    assert batched_lapack_calls(step, *args, batched_by_map=False) == []
+    hlo = jax.jit(step).lower(*args).compile().as_text()
+    factorisations = re.findall(r'custom_call_target="lapack_[sd](?:getrf|potrf)_ffi"', hlo)
+    assert len(factorisations) >= 4  # the preconditioners of W_3, V_2, W_2, V_1 (W_1's is cached)
+    assert not re.search(r"f\d+\[\d+,\d+,\d+\]\S* custom-call\([^)]*\), custom_call_target=\"lapack_[sd](getrf|potrf)", hlo)
 
 
 def test_a_vanishing_initialisation_takes_finite_steps():
