@@ -175,7 +175,9 @@ def test_the_exact_sweep_runs_no_batched_factorisation():
     hlo = jax.jit(step).lower(*args).compile().as_text()
     factorisations = re.findall(r'custom_call_target="lapack_[sd](?:getrf|potrf)_ffi"', hlo)
     assert len(factorisations) >= 4  # the preconditioners of W_3, V_2, W_2, V_1 (W_1's is cached)
-    assert not re.search(r"f\d+\[\d+,\d+,\d+\]\S* custom-call\([^)]*\), custom_call_target=\"lapack_[sd](getrf|potrf)", hlo)
+    assert not re.search(
+        r"f\d+\[\d+,\d+,\d+\]\S* custom-call\([^)]*\), custom_call_target=\"lapack_[sd](getrf|potrf)", hlo
+    )
 
 
 def test_a_vanishing_initialisation_takes_finite_steps():
@@ -201,3 +203,39 @@ def test_a_vanishing_initialisation_takes_finite_steps():
 def test_a_bad_decay_is_named_before_tracing(value):
     with pytest.raises(ValueError, match="hyper.decay"):
         bcd_jax.Config(algorithm="whole_objective", hyper={"decay": value})
+
+
+@pytest.mark.parametrize("skip", (False, True))
+def test_exact_iterates_equal_the_per_sample_reference(x64, skip):
+    """inner="exact": ridge W_L, per-sample V_{L-1}, and every other block's safeguarded Newton step
+    solved by preconditioned CG, against a plain per-row / per-sample NumPy version (3 sweeps)."""
+    network = bcd_jax.Network(depth=4, width=4, activation="leaky_relu", negative_slope=SLOPE, skip=skip, bias=True)
+    algorithm = WholeObjective(k_v=2, k_w=2, inner="exact", cg_iterations=3)
+    hyper = {"gamma": 0.6, "eta_v": 0.9, "eta_w": 0.8, "weight_decay": 0.05, "decay": 0.5}
+    config = bcd_jax.Config(network=network, algorithm=algorithm, hyper=hyper, sweeps=3)
+    X, Y, params = _problem(config)
+    state = bcd_jax.init_state(params, X, Y, config)
+    Xb = np.concatenate([X, np.ones((X.shape[0], 1))], axis=1)
+    W = [None] + [np.asarray(w, np.float64) for w in params]
+    V = [Xb] + [np.asarray(v, np.float64) for v in state.blocks.V]
+    for sweep in range(3):
+        state, _ = bcd_jax.sweep(state, X, Y, config)
+        W, V = ref.exact_sweep(
+            W,
+            V,
+            Y,
+            gamma=0.6,
+            eta_v=0.9,
+            eta_w=0.8,
+            lam=0.05,
+            slope=SLOPE,
+            skip=skip,
+            k_v=2,
+            k_w=2,
+            cg_iterations=3,
+            decay=0.5,
+        )
+        for j in range(1, 5):
+            assert_close(state.blocks.W[j - 1], W[j], 1e-10, f"sweep {sweep + 1} W_{j}")
+        for j in range(1, 4):
+            assert_close(state.blocks.V[j - 1], V[j], 1e-10, f"sweep {sweep + 1} V_{j}")

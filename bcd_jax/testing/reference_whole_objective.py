@@ -104,3 +104,119 @@ def objective(W, V, Y, *, gamma, lam, slope, skip, loss, decay=1.0):
             pre = f(W[j] @ V[j - 1][i]) + (V[j - 1][i] if skip and j >= 2 else 0.0)
             total += gamma * decay ** (L - 1 - j) * np.sum((pre - V[j][i]) ** 2)
     return total / n + lam * sum(np.sum(w * w) for w in W[1:])
+
+
+def _pcg(apply_a, solve_m, x, r, iterations):
+    """Plain preconditioned CG from x with residual r = b - A x, a fixed number of steps."""
+    z = solve_m(r)
+    p, rz = z.copy(), r @ z
+    for _ in range(iterations):
+        ap = apply_a(p)
+        pap = p @ ap
+        alpha = rz / pap if pap > 0 else 0.0
+        x = x + alpha * p
+        r = r - alpha * ap
+        z = solve_m(r)
+        rz_new = r @ z
+        p = z + (rz_new / rz if rz > 0 else 0.0) * p
+        rz = rz_new
+    return x
+
+
+def exact_sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, cg_iterations, decay=1.0):
+    """One ``inner="exact"`` sweep for the squared loss, one row / one sample at a time.
+
+    ``W_L``: the ridge least-squares solve; ``V_{L-1}``: its per-sample solve; every other block:
+    ``k`` safeguarded Newton steps on the current pieces, each solved by ``cg_iterations``
+    preconditioned CG steps from the current row (sample), then kept only where it lowers that
+    row's (sample's) objective below the gradient step's.
+    """
+    f, df = leaky(slope)
+
+    def f1(t):  # one entry
+        return f(np.array([t]))[0]
+
+    def df1(t):
+        return df(np.array([t]))[0]
+
+    W = [None if w is None else w.copy() for w in W]
+    V = [np.array(v, dtype=float) for v in V]
+    L = len(W) - 1
+    n = Y.shape[0]
+    g = {j: gamma * decay ** (L - 1 - j) for j in range(1, L)}
+    s = 1.0 if skip else 0.0
+
+    def own(j, i):
+        return f(W[j] @ V[j - 1][i]) + (V[j - 1][i] if skip and j >= 2 else 0.0)
+
+    # W_L: argmin mean_i 1/2 ||W v_i - y_i||^2 + lam/2 ||W||^2.
+    k = V[L - 1].shape[1]
+    A, B = lam * np.eye(k), np.zeros((Y.shape[1], k))
+    for i in range(n):
+        A += np.outer(V[L - 1][i], V[L - 1][i]) / n
+        B += np.outer(Y[i], V[L - 1][i]) / n
+    W[L] = np.linalg.solve(A, B.T).T
+    # V_{L-1}: (W_L^T W_L + g I) v = W_L^T y + g a, per sample.
+    M = W[L].T @ W[L] + g[L - 1] * np.eye(k)
+    for i in range(n):
+        V[L - 1][i] = np.linalg.solve(M, W[L].T @ Y[i] + g[L - 1] * own(L - 1, i))
+
+    for j in range(L - 1, 0, -1):
+        # W_j, row by row: gj/2 mean_i (f(w . v_i) - t_i)^2 + lam/2 ||w||^2.
+        Vin = V[j - 1]
+        d_in = Vin.shape[1]
+        T = np.array([V[j][i] - (Vin[i] if skip and j >= 2 else 0.0) for i in range(n)])
+        G = sum(np.outer(Vin[i], Vin[i]) for i in range(n)) / n
+        ridge = lam + 1e-6 * np.trace(G) / d_in
+        M = g[j] * G + ridge * np.eye(d_in)
+        step = eta_w / (g[j] * max(top_gram_eigenvalue(Vin), np.sqrt(np.finfo(float).eps)) + lam)
+
+        def row_objective(w, t, gj=g[j], Vin=Vin):
+            return sum(0.5 * gj * (f1(w @ Vin[i]) - t[i]) ** 2 / n for i in range(n)) + 0.5 * lam * (w @ w)
+
+        for _ in range(k_w):
+            new = np.empty_like(W[j])
+            for r in range(W[j].shape[0]):
+                w = W[j][r]
+                dk = np.array([df1(w @ Vin[i]) for i in range(n)])
+                grad = lam * w
+                for i in range(n):
+                    grad = grad + g[j] * dk[i] * (f1(w @ Vin[i]) - T[i, r]) * Vin[i] / n
+
+                def apply_a(p, dk=dk, gj=g[j], Vin=Vin, ridge=ridge):
+                    return ridge * p + sum(gj * dk[i] ** 2 * (Vin[i] @ p) * Vin[i] / n for i in range(n))
+
+                gd = w - step * grad
+                newton = _pcg(apply_a, lambda q, M=M: np.linalg.solve(M, q), w.copy(), -grad, cg_iterations)
+                new[r] = newton if row_objective(newton, T[:, r]) < row_objective(gd, T[:, r]) else gd
+            W[j] = new
+        if j == 1:
+            break
+        # V_{j-1}, sample by sample: g_{j-1}/2 ||v - a||^2 + g_j/2 ||f(W_j v) (+v) - v_j||^2.
+        Wj, go, gj = W[j], g[j - 1], g[j]
+        r_dim = Wj.shape[1]
+        shifted = Wj + s * np.eye(r_dim)
+        M = go * np.eye(r_dim) + gj * shifted.T @ shifted
+        step = eta_v / (go + gj * (spectral_norm(Wj) + s) ** 2)
+        for i in range(n):
+            a, b = own(j - 1, i), V[j][i]
+
+            def sample_objective(v, a=a, b=b):
+                e = f(Wj @ v) + s * v - b
+                return 0.5 * (go * np.sum((v - a) ** 2) + gj * np.sum(e * e))
+
+            v = V[j - 1][i]
+            for _ in range(k_v):
+                d = df(Wj @ v)
+                e = f(Wj @ v) + s * v - b
+                grad = go * (v - a) + gj * (Wj.T @ (d * e) + s * e)
+
+                def apply_a(p, d=d):
+                    jp = d * (Wj @ p) + s * p
+                    return go * p + gj * (Wj.T @ (d * jp) + s * jp)
+
+                gd = v - step * grad
+                newton = _pcg(apply_a, lambda q, M=M: np.linalg.solve(M, q), v.copy(), -grad, cg_iterations)
+                v = newton if sample_objective(newton) < sample_objective(gd) else gd
+            V[j - 1][i] = v
+    return W, V
