@@ -35,7 +35,7 @@ def _data_entry_points(cfg, params):
         "init_state": lambda X, Y: bcd_jax.init_state(params, X, Y, cfg),
         "sweep": lambda X, Y: bcd_jax.sweep(state, X, Y, cfg),
         "run": lambda X, Y: bcd_jax.run(state, X, Y, cfg),
-        "diagnostics": lambda X, Y: bcd_jax.diagnostics(state, X, Y, cfg),
+        "record": lambda X, Y: bcd_jax.record(state, X, Y, cfg),
     }
 
 
@@ -57,7 +57,7 @@ BAD_DATA = {
 }
 
 
-ENTRY_POINTS = ["fit", "init_state", "sweep", "run", "diagnostics"]
+ENTRY_POINTS = ["fit", "init_state", "sweep", "run", "record"]
 # An empty data set only reaches fit: for the others the state's shapes already pin n.
 DATA_CASES = [(case, entry) for case in sorted(BAD_DATA) for entry in ENTRY_POINTS if case != "empty" or entry == "fit"]
 
@@ -77,7 +77,7 @@ def test_vector_targets_are_one_output_column(problem):
     params = bcd_jax.init_params(jax.random.key(0), cfg1, SMALL_D_IN, 1)
     state = bcd_jax.init_state(params, X, Y[:, 0], cfg1)
     same = bcd_jax.init_state(params, X, Y[:, :1], cfg1)
-    np.testing.assert_array_equal(np.asarray(state.blocks.hidden[-1]), np.asarray(same.blocks.hidden[-1]))
+    np.testing.assert_array_equal(np.asarray(state.blocks.V[-1]), np.asarray(same.blocks.V[-1]))
     assert bcd_jax.predict(params, X, cfg1).shape == (SMALL_N, 1)
 
 
@@ -140,10 +140,10 @@ def _by_role(key, value):
 
 @pytest.mark.parametrize("key,value,name", BAD_CONFIG, ids=[f"{k}={v!r}" for k, v, _ in BAD_CONFIG])
 def test_bad_config_value_names_the_field(key, value, name):
-    pattern = rf"^{re.escape(name)}\b"
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}\b"):
         _by_role(key, value)()
-    with pytest.raises(ValueError, match=pattern):
+    # A dotted-key change names its source and table before the field ("overrides: [network] width: ...").
+    with pytest.raises(ValueError, match=rf"^(overrides: \[\w+\] )?{re.escape(name)}\b"):
         small_config().with_overrides({key: value})
 
 
@@ -151,15 +151,17 @@ def test_bad_config_value_names_the_field(key, value, name):
     "key,pattern",
     [
         ("widht", r"^widht: unknown key"),
-        ("network.widht", r"^network\.widht: unknown network field"),
-        ("hyper.gama", r"^hyper: unknown key\(s\) \['gama'\]"),
-        ("algorithm.kv", r"^algorithm: bad option for 'monotone'"),
-        ("run.sweeps", r"^run\.sweeps: unknown key"),
+        ("network.widht", r"^network\.widht: unknown field of \[network\]; expected one of \['depth', 'width'"),
+        ("hyper.gama", r"^hyper\.gama: unknown field of \[hyper\]; expected one of \['gamma'"),
+        ("algorithm.kv", r"^algorithm\.kv: unknown field of \[algorithm\]; expected one of \['name', 'k_v'"),
+        ("run.sweps", r"^run\.sweps: unknown field of \[run\]; expected one of \['sweeps', 'seed'\]"),
+        ("runs.sweeps", r"^runs\.sweeps: unknown key; expected 'sweeps', 'seed', 'network.<field>'"),
     ],
 )
 def test_unknown_override_key_is_named(key, pattern):
     with pytest.raises(ValueError, match=pattern):
         small_config().with_overrides({key: 1})
+    assert small_config().with_overrides({"run.sweeps": 2}).sweeps == 2  # the long form of "sweeps"
 
 
 def test_hyper_of_another_kind_or_type_is_refused():
@@ -300,13 +302,13 @@ def test_state_of_another_problem_is_rejected(problem):
     state = bcd_jax.init_state(params, X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state.*V_1"):
         bcd_jax.sweep(state, X[:-1], Y[:-1], cfg)
-    fewer = state._replace(blocks=state.blocks._replace(hidden=state.blocks.hidden[:-1]))
+    fewer = state._replace(blocks=state.blocks._replace(V=state.blocks.V[:-1]))
     with pytest.raises(ValueError, match=r"^state: expected the blocks .*V_3"):
         bcd_jax.sweep(fewer, X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state"):
         bcd_jax.sweep(tuple(state), X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state"):  # the blocks of another family's layout
-        bcd_jax.sweep(state._replace(blocks=tuple(state.blocks.weights)), X, Y, cfg)
+        bcd_jax.sweep(state._replace(blocks=tuple(state.blocks.W)), X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state: W_1 has shape \(5, 10\); expected \(4, 10\)"):
         bcd_jax.sweep(state, X, Y, cfg.with_overrides({"network.width": 4}))
 
