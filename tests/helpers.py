@@ -124,3 +124,19 @@ def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> subp
         timeout=timeout,
         cwd=Path(__file__).parent,
     )
+
+
+# The command line in a subprocess: ``python -m bcd_jax`` of THIS checkout (not an installed copy).
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess that runs this checkout: the repository first on PYTHONPATH
+    (conftest's XLA flags kept), and no GPU memory preallocated beside the test process."""
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return dict(os.environ, PYTHONPATH=path, XLA_PYTHON_CLIENT_PREALLOCATE="false", **extra)
+
+
+def cli_command(*args) -> list[str]:
+    """``python -m bcd_jax ARGS`` (run it with ``env=cli_env()``)."""
+    return [sys.executable, "-m", "bcd_jax", *(str(a) for a in args)]
