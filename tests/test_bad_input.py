@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -193,8 +194,14 @@ def test_good_edge_values_are_accepted():
 
 def test_numpy_scalars_are_accepted():
     """NumPy scalars (e.g. from a grid made with np.linspace) are plain Python numbers once checked."""
-    config = bcd_jax.Config(network=bcd_jax.Network(width=np.int64(30)), hyper={"gamma": np.float32(0.2)})
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(width=np.int64(30), depth=np.int32(3)),
+        algorithm=bcd_jax.Akiyama(k_v=np.int64(5)),
+        hyper={"gamma": np.float32(0.2)},
+        sweeps=np.int64(3),
+    )
     assert config.network.width == 30 and type(config.network.width) is int
+    assert config.network.depth == 3 and config.algorithm.k_v == 5 and type(config.sweeps) is int
     assert config.hyper.gamma == pytest.approx(0.2) and type(config.hyper.gamma) is float
     assert hash(config) == hash(config.replace())
     overridden = config.with_overrides(
@@ -341,6 +348,16 @@ def test_load_config_rejects_bad_values_and_files(tmp_path):
     bad_value.write_text("network = 3\n")
     with pytest.raises(ValueError, match=r"\[network\] must be a table"):
         bcd_jax.load_config(bad_value)
+    # Reliability round 2: the run's table is [run], and a typo in [algorithm] names the option and the known ones.
+    bad_value.write_text("[run]\nsweeps = 0\n")
+    with pytest.raises(ValueError, match=r"bad_value.toml: \[run\] sweeps: expected an int >= 1, got 0$"):
+        bcd_jax.load_config(bad_value)
+    bad_value.write_text('[algorithm]\nname = "monotone"\nk_vv = 3\n')
+    known = r"\['first_layer_form', 'inner', 'k_v', 'k_w', 'spectral_diagnostics', 'step_size', 'svb'\]"
+    with pytest.raises(
+        ValueError, match=rf"\[algorithm\] algorithm: unknown option\(s\) \['k_vv'\] for 'monotone'; .*{known}"
+    ):
+        bcd_jax.load_config(bad_value)
     broken = tmp_path / "broken.toml"
     broken.write_text("[network]\ndepth = = 3\n")
     with pytest.raises(ValueError, match="^path"):
@@ -373,3 +390,68 @@ def test_load_config_reads_a_valid_file(tmp_path):
     from bcd_jax.config import config_from_dict
 
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+# --- labels and dtypes (Reliability round 2) ---------------------------------------------------------------
+
+
+class _NoCompute:
+    calls = 0
+
+    def __call__(self, done, info):
+        self.calls += 1
+
+
+@pytest.mark.parametrize(
+    "loss, labels, pattern",
+    [
+        # integer labels with a regression loss would regress on the class index
+        ("squared", np.arange(SMALL_N) % 3, r"^Y: integer labels with the regression loss 'squared' would regress"),
+        # classes read off the labels must be 0..C-1: 1..3 is refused with the way to map them
+        (
+            "softmax_cross_entropy",
+            np.arange(SMALL_N) % 3 + 1,
+            r"^Y: the labels run 0\.\.3 but no sample has class \[0\].*labels='remap'",
+        ),
+        (
+            "softmax_cross_entropy",
+            np.array(list("abcabca")),
+            r"^Y: string labels \(\['a', 'b', 'c'\]\.\.\.\); expected integer class labels 0\.\.C-1.*labels='remap'",
+        ),
+        ("squared", np.array(list("abcabca")), r"^Y: expected numbers, got strings.*labels='remap'"),
+    ],
+    ids=["integers with squared", "labels 1..3", "strings", "strings with squared"],
+)
+def test_labels_that_do_not_fit_the_loss_are_refused_naming_y(problem, loss, labels, pattern):
+    _, X, _, _ = problem
+    cfg = small_config(sweeps=1).with_overrides({"network.loss": loss})
+    callback = _NoCompute()
+    with pytest.raises(ValueError, match=pattern):
+        bcd_jax.fit(X, labels, cfg, callback=callback, progress=None)
+    assert callback.calls == 0
+    if loss == "squared" and labels.dtype.kind == "i":  # float targets regress on these values, as asked
+        assert bcd_jax.fit(X, labels.astype(np.float32), cfg, progress=None).sweeps_completed == 1
+    if labels.dtype.kind == "i" and labels.min() == 1:  # with the classes declared, an absent class is fine
+        declared = cfg.with_overrides({"network.num_classes": 4})
+        assert bcd_jax.fit(X, labels, declared, progress=None).history.train_loss.shape == (2,)
+
+
+def test_float64_data_without_x64_warn_once(problem, monkeypatch):
+    from bcd_jax import validation
+
+    assert not jax.config.jax_enable_x64
+    cfg, X, _, params = problem
+    monkeypatch.setattr(validation, "_SAID", set())  # as in a fresh process
+    X64 = np.asarray(X, np.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = bcd_jax.predict(params, X64, cfg)
+        bcd_jax.predict(params, X64, cfg)
+        bcd_jax.predict(params, X64 + 1.0, cfg)
+    said = [w for w in caught if issubclass(w.category, UserWarning)]
+    assert len(said) == 1, [str(w.message) for w in said]
+    message = str(said[0].message)
+    assert message.startswith("X: float64 data are computed in float32 because JAX's 64-bit mode is off")
+    assert "jax.config.update('jax_enable_x64', True)" in message and "jax.enable_x64()" in message
+    assert first.dtype == np.float32
+    np.testing.assert_array_equal(first, bcd_jax.predict(params, X, cfg))
