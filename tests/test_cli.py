@@ -608,6 +608,7 @@ def test_grid_of_a_real_data_set_is_scored_on_its_validation_split(tmp_path, cap
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "batch_size: 2 members at once on CPU would run batched LAPACK" in err
         assert "use batch_size=1" in err and compile_log.count("_program") == before
+        assert "spectral_diagnostics" not in err  # already off: no advice that meets the same error
 
 
 def test_python_dash_m_help_runs_this_checkout_without_importing_jax():
