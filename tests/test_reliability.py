@@ -475,33 +475,38 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-# A test-only module for --import: prints "chunk" when each compiled chunk of sweeps starts.
+# A test-only module for --import: holds the run inside its first compiled chunk of sweeps (dispatched,
+# its results not yet read back) and says so, until the test kills the process.
 CHUNK_MARKER = textwrap.dedent(
     """
     import importlib
+    import time
+
     _fit = importlib.import_module("bcd_jax.driver.fit")
     _compiled_loop = _fit.compiled_loop
 
-    def _marked(*args, **kwargs):
+    def _held(*args, **kwargs):
         program = _compiled_loop(*args, **kwargs)
 
         def run(*a, **k):
-            print("chunk", flush=True)
-            return program(*a, **k)
+            out = program(*a, **k)
+            print("in the first chunk", flush=True)
+            time.sleep(600)
+            return out
 
         return run
 
-    _fit.compiled_loop = _marked
+    _fit.compiled_loop = _held
     """
 )
 
 
-def _killed_in_its_first_chunk(experiment, out, tmp_path, env, *extra) -> subprocess.Popen:
-    """Starts ``bcd-jax run`` (100 sweeps per chunk, a checkpoint after each) into ``out``."""
+def _held_in_its_first_chunk(experiment, out, tmp_path, env, *extra) -> subprocess.Popen:
+    """Starts ``bcd-jax run --checkpoint-every 1`` into ``out``; it stops inside its first chunk."""
     (tmp_path / "chunk_marker.py").write_text(CHUNK_MARKER)
     env = dict(env)
     env["PYTHONPATH"] += os.pathsep + str(tmp_path)
-    args = ["--import", "chunk_marker", "--checkpoint-every", "100", "--set", "sweeps=200", "--quiet", *extra]
+    args = ["--import", "chunk_marker", "--checkpoint-every", "1", "--quiet", *extra]
     return subprocess.Popen(
         cli_command("run", experiment, "--out", out, *args), env=env, stdout=subprocess.PIPE, text=True
     )
@@ -514,12 +519,12 @@ def test_cli_runs_killed_before_their_first_checkpoint_lose_nothing(experiment, 
     assert status == 0, err
     old_run = read_checkpoint_meta(old / CHECKPOINT_DIR)["run_id"]
     procs = [
-        _killed_in_its_first_chunk(experiment, old, tmp_path, subprocess_env, "--overwrite"),  # over a finished run
-        _killed_in_its_first_chunk(experiment, fresh, tmp_path, subprocess_env),  # in an empty folder
+        _held_in_its_first_chunk(experiment, old, tmp_path, subprocess_env, "--overwrite"),  # over a finished run
+        _held_in_its_first_chunk(experiment, fresh, tmp_path, subprocess_env),  # in an empty folder
     ]
     try:
         for proc in procs:
-            assert proc.stdout.readline() == "chunk\n"  # in its first chunk of 100 sweeps: no checkpoint yet
+            assert proc.stdout.readline() == "in the first chunk\n"  # its first checkpoint is one sweep away
             proc.send_signal(signal.SIGKILL)
     finally:
         for proc in procs:
