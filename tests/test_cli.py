@@ -6,6 +6,7 @@ Every run here uses one network structure and one sweep per compiled chunk (``sw
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -579,8 +580,6 @@ def test_grid_of_a_real_data_set_is_scored_on_its_validation_split(tmp_path, cap
     assert cli.main(["grid", str(path), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "val_accuracy" in printed and "best by val_accuracy: member" in printed
-    import csv
-
     with open(out / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
     assert len(table) == 2 and {"val_accuracy", "val_loss", "test_accuracy", "test_loss"} <= set(table[0])
