@@ -138,3 +138,18 @@ def assert_layer_blocks_match(state, W_ref, V_ref, rtol):
         assert_close(blocks.W[j - 1], W_ref[j], rtol, f"W_{j}")
     for j in range(1, L):
         assert_close(blocks.V[j - 1], V_ref[j], rtol, f"V_{j}")
+
+# The command line in a subprocess: ``python -m bcd_jax`` of THIS checkout (not an installed copy).
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess that runs this checkout: the repository first on PYTHONPATH
+    (conftest's XLA flags kept), and no GPU memory preallocated beside the test process."""
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return dict(os.environ, PYTHONPATH=path, XLA_PYTHON_CLIENT_PREALLOCATE="false", **extra)
+
+
+def cli_command(*args) -> list[str]:
+    """``python -m bcd_jax ARGS`` (run it with ``env=cli_env()``)."""
+    return [sys.executable, "-m", "bcd_jax", *(str(a) for a in args)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -35,7 +36,7 @@ def _data_entry_points(cfg, params):
         "init_state": lambda X, Y: bcd_jax.init_state(params, X, Y, cfg),
         "sweep": lambda X, Y: bcd_jax.sweep(state, X, Y, cfg),
         "run": lambda X, Y: bcd_jax.run(state, X, Y, cfg),
-        "diagnostics": lambda X, Y: bcd_jax.diagnostics(state, X, Y, cfg),
+        "record": lambda X, Y: bcd_jax.record(state, X, Y, cfg),
     }
 
 
@@ -57,7 +58,7 @@ BAD_DATA = {
 }
 
 
-ENTRY_POINTS = ["fit", "init_state", "sweep", "run", "diagnostics"]
+ENTRY_POINTS = ["fit", "init_state", "sweep", "run", "record"]
 # An empty data set only reaches fit: for the others the state's shapes already pin n.
 DATA_CASES = [(case, entry) for case in sorted(BAD_DATA) for entry in ENTRY_POINTS if case != "empty" or entry == "fit"]
 
@@ -77,7 +78,7 @@ def test_vector_targets_are_one_output_column(problem):
     params = bcd_jax.init_params(jax.random.key(0), cfg1, SMALL_D_IN, 1)
     state = bcd_jax.init_state(params, X, Y[:, 0], cfg1)
     same = bcd_jax.init_state(params, X, Y[:, :1], cfg1)
-    np.testing.assert_array_equal(np.asarray(state.blocks.hidden[-1]), np.asarray(same.blocks.hidden[-1]))
+    np.testing.assert_array_equal(np.asarray(state.blocks.V[-1]), np.asarray(same.blocks.V[-1]))
     assert bcd_jax.predict(params, X, cfg1).shape == (SMALL_N, 1)
 
 
@@ -140,10 +141,10 @@ def _by_role(key, value):
 
 @pytest.mark.parametrize("key,value,name", BAD_CONFIG, ids=[f"{k}={v!r}" for k, v, _ in BAD_CONFIG])
 def test_bad_config_value_names_the_field(key, value, name):
-    pattern = rf"^{re.escape(name)}\b"
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}\b"):
         _by_role(key, value)()
-    with pytest.raises(ValueError, match=pattern):
+    # A dotted-key change names its source and table before the field ("overrides: [network] width: ...").
+    with pytest.raises(ValueError, match=rf"^(overrides: \[\w+\] )?{re.escape(name)}\b"):
         small_config().with_overrides({key: value})
 
 
@@ -151,15 +152,17 @@ def test_bad_config_value_names_the_field(key, value, name):
     "key,pattern",
     [
         ("widht", r"^widht: unknown key"),
-        ("network.widht", r"^network\.widht: unknown network field"),
-        ("hyper.gama", r"^hyper: unknown key\(s\) \['gama'\]"),
-        ("algorithm.kv", r"^algorithm: bad option for 'monotone'"),
-        ("run.sweeps", r"^run\.sweeps: unknown key"),
+        ("network.widht", r"^network\.widht: unknown field of \[network\]; expected one of \['depth', 'width'"),
+        ("hyper.gama", r"^hyper\.gama: unknown field of \[hyper\]; expected one of \['gamma'"),
+        ("algorithm.kv", r"^algorithm\.kv: unknown field of \[algorithm\]; expected one of \['name', 'k_v'"),
+        ("run.sweps", r"^run\.sweps: unknown field of \[run\]; expected one of \['sweeps', 'seed'\]"),
+        ("runs.sweeps", r"^runs\.sweeps: unknown key; expected 'sweeps', 'seed', 'network.<field>'"),
     ],
 )
 def test_unknown_override_key_is_named(key, pattern):
     with pytest.raises(ValueError, match=pattern):
         small_config().with_overrides({key: 1})
+    assert small_config().with_overrides({"run.sweeps": 2}).sweeps == 2  # the long form of "sweeps"
 
 
 def test_hyper_of_another_kind_or_type_is_refused():
@@ -191,8 +194,14 @@ def test_good_edge_values_are_accepted():
 
 def test_numpy_scalars_are_accepted():
     """NumPy scalars (e.g. from a grid made with np.linspace) are plain Python numbers once checked."""
-    config = bcd_jax.Config(network=bcd_jax.Network(width=np.int64(30)), hyper={"gamma": np.float32(0.2)})
+    config = bcd_jax.Config(
+        network=bcd_jax.Network(width=np.int64(30), depth=np.int32(3)),
+        algorithm=bcd_jax.Akiyama(k_v=np.int64(5)),
+        hyper={"gamma": np.float32(0.2)},
+        sweeps=np.int64(3),
+    )
     assert config.network.width == 30 and type(config.network.width) is int
+    assert config.network.depth == 3 and config.algorithm.k_v == 5 and type(config.sweeps) is int
     assert config.hyper.gamma == pytest.approx(0.2) and type(config.hyper.gamma) is float
     assert hash(config) == hash(config.replace())
     overridden = config.with_overrides(
@@ -300,13 +309,13 @@ def test_state_of_another_problem_is_rejected(problem):
     state = bcd_jax.init_state(params, X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state.*V_1"):
         bcd_jax.sweep(state, X[:-1], Y[:-1], cfg)
-    fewer = state._replace(blocks=state.blocks._replace(hidden=state.blocks.hidden[:-1]))
+    fewer = state._replace(blocks=state.blocks._replace(V=state.blocks.V[:-1]))
     with pytest.raises(ValueError, match=r"^state: expected the blocks .*V_3"):
         bcd_jax.sweep(fewer, X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state"):
         bcd_jax.sweep(tuple(state), X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state"):  # the blocks of another family's layout
-        bcd_jax.sweep(state._replace(blocks=tuple(state.blocks.weights)), X, Y, cfg)
+        bcd_jax.sweep(state._replace(blocks=tuple(state.blocks.W)), X, Y, cfg)
     with pytest.raises(ValueError, match=r"^state: W_1 has shape \(5, 10\); expected \(4, 10\)"):
         bcd_jax.sweep(state, X, Y, cfg.with_overrides({"network.width": 4}))
 
@@ -338,6 +347,16 @@ def test_load_config_rejects_bad_values_and_files(tmp_path):
         bcd_jax.load_config(bad_value)
     bad_value.write_text("network = 3\n")
     with pytest.raises(ValueError, match=r"\[network\] must be a table"):
+        bcd_jax.load_config(bad_value)
+    # Reliability round 2: the run's table is [run], and a typo in [algorithm] names the option and the known ones.
+    bad_value.write_text("[run]\nsweeps = 0\n")
+    with pytest.raises(ValueError, match=r"bad_value.toml: \[run\] sweeps: expected an int >= 1, got 0$"):
+        bcd_jax.load_config(bad_value)
+    bad_value.write_text('[algorithm]\nname = "monotone"\nk_vv = 3\n')
+    known = r"\['first_layer_form', 'inner', 'k_v', 'k_w', 'spectral_diagnostics', 'step_size', 'svb'\]"
+    with pytest.raises(
+        ValueError, match=rf"\[algorithm\] algorithm: unknown option\(s\) \['k_vv'\] for 'monotone'; .*{known}"
+    ):
         bcd_jax.load_config(bad_value)
     broken = tmp_path / "broken.toml"
     broken.write_text("[network]\ndepth = = 3\n")
@@ -371,3 +390,68 @@ def test_load_config_reads_a_valid_file(tmp_path):
     from bcd_jax.config import config_from_dict
 
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+# --- labels and dtypes (Reliability round 2) ---------------------------------------------------------------
+
+
+class _NoCompute:
+    calls = 0
+
+    def __call__(self, done, info):
+        self.calls += 1
+
+
+@pytest.mark.parametrize(
+    "loss, labels, pattern",
+    [
+        # integer labels with a regression loss would regress on the class index
+        ("squared", np.arange(SMALL_N) % 3, r"^Y: integer labels with the regression loss 'squared' would regress"),
+        # classes read off the labels must be 0..C-1: 1..3 is refused with the way to map them
+        (
+            "softmax_cross_entropy",
+            np.arange(SMALL_N) % 3 + 1,
+            r"^Y: the labels run 0\.\.3 but no sample has class \[0\].*labels='remap'",
+        ),
+        (
+            "softmax_cross_entropy",
+            np.array(list("abcabca")),
+            r"^Y: string labels \(\['a', 'b', 'c'\]\.\.\.\); expected integer class labels 0\.\.C-1.*labels='remap'",
+        ),
+        ("squared", np.array(list("abcabca")), r"^Y: expected numbers, got strings.*labels='remap'"),
+    ],
+    ids=["integers with squared", "labels 1..3", "strings", "strings with squared"],
+)
+def test_labels_that_do_not_fit_the_loss_are_refused_naming_y(problem, loss, labels, pattern):
+    _, X, _, _ = problem
+    cfg = small_config(sweeps=1).with_overrides({"network.loss": loss})
+    callback = _NoCompute()
+    with pytest.raises(ValueError, match=pattern):
+        bcd_jax.fit(X, labels, cfg, callback=callback, progress=None)
+    assert callback.calls == 0
+    if loss == "squared" and labels.dtype.kind == "i":  # float targets regress on these values, as asked
+        assert bcd_jax.fit(X, labels.astype(np.float32), cfg, progress=None).sweeps_completed == 1
+    if labels.dtype.kind == "i" and labels.min() == 1:  # with the classes declared, an absent class is fine
+        declared = cfg.with_overrides({"network.num_classes": 4})
+        assert bcd_jax.fit(X, labels, declared, progress=None).history.train_loss.shape == (2,)
+
+
+def test_float64_data_without_x64_warn_once(problem, monkeypatch):
+    from bcd_jax import validation
+
+    assert not jax.config.jax_enable_x64
+    cfg, X, _, params = problem
+    monkeypatch.setattr(validation, "_SAID", set())  # as in a fresh process
+    X64 = np.asarray(X, np.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = bcd_jax.predict(params, X64, cfg)
+        bcd_jax.predict(params, X64, cfg)
+        bcd_jax.predict(params, X64 + 1.0, cfg)
+    said = [w for w in caught if issubclass(w.category, UserWarning)]
+    assert len(said) == 1, [str(w.message) for w in said]
+    message = str(said[0].message)
+    assert message.startswith("X: float64 data are computed in float32 because JAX's 64-bit mode is off")
+    assert "jax.config.update('jax_enable_x64', True)" in message and "jax.enable_x64()" in message
+    assert first.dtype == np.float32
+    np.testing.assert_array_equal(first, bcd_jax.predict(params, X, cfg))

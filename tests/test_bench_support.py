@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax import flops
-from bcd_jax.algorithms import akiyama_flops
+from bcd_jax.benchmarking import akiyama_flops, flops
 
 FLOPS_BASE = bcd_jax.Config(network=bcd_jax.Network(depth=4, width=20), algorithm=bcd_jax.Akiyama(k_v=20, k_w=20))
 
@@ -67,16 +66,19 @@ def test_backprop_baseline_trains_the_same_network():
     X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=40, d_in=30)
     config = bcd_jax.Config(network=bcd_jax.Network(depth=3, width=8))
     result = fit_backprop(X, Y, config, optimizer=optax.adam(1e-2), steps=200, loss="squared")
+    curve = result.history.objective  # the minimised objective, mean_i ||f(x_i) - y_i||^2
     start = bcd_jax.fit(X, Y, config.replace(sweeps=1), progress=None).history.train_mse[0]
-    np.testing.assert_allclose(result.train_loss[0], start, rtol=1e-5)  # same initial network
-    assert result.train_loss.shape == (201,) and result.per == "step" and result.loss == "squared"
-    assert result.train_loss[-1] < 0.05 * result.train_loss[0]
-    final = result.train_loss[-1]
+    np.testing.assert_allclose(curve[0], start, rtol=1e-5)  # same initial network
+    assert curve.shape == (201,) and result.per == "step" and result.loss == "squared"
+    assert result.iterations == 200
+    assert curve[-1] < 0.05 * curve[0]
+    final = curve[-1]
     np.testing.assert_allclose(float(objective(result.params, X, Y, config, loss="squared")), final, rtol=1e-5)
     residual = bcd_jax.predict(result.params, X, config) - Y
     np.testing.assert_allclose(float(jnp.mean(jnp.sum(residual**2, -1))), final, rtol=1e-5)
-    np.testing.assert_allclose(result.metrics.train_mse, final, rtol=1e-5)
-    assert np.isnan(result.metrics.val_loss) and result.diverged_at is None
+    np.testing.assert_allclose(result.history.train_mse[-1], final, rtol=1e-5)
+    np.testing.assert_allclose(result.train_loss, final, rtol=1e-5)  # the squared network's loss, MSE scale
+    assert np.all(np.isnan(result.history.val_loss)) and result.diverged_at is None
 
 
 def test_backprop_baseline_mini_batches_with_the_network_loss():
@@ -90,14 +92,15 @@ def test_backprop_baseline_mini_batches_with_the_network_loss():
     config = bcd_jax.Config(network=network, seed=2)
     kwargs = dict(optimizer=optax.sgd, learning_rate=0.1, epochs=4, batch_size=16, validation=(Xv, yv))
     result = fit_backprop(X, y, config, shuffle_seed=3, **kwargs)
-    assert result.train_loss.shape == (5,) and result.per == "epoch" and result.loss == "softmax_cross_entropy"
+    assert result.history.train_loss.shape == (5,) and result.per == "epoch" and result.loss == "softmax_cross_entropy"
 
     # Entry 0 is bcd_jax's train_loss of the same initial network, in the same scale.
     bcd = bcd_jax.fit(X, y, config.replace(sweeps=1), validation=(Xv, yv), progress=None)
-    np.testing.assert_allclose(result.train_loss[0], bcd.history.train_loss[0], rtol=1e-5)
-    np.testing.assert_allclose(result.metrics.train_loss, result.train_loss[-1], rtol=1e-5)
+    np.testing.assert_allclose(result.history.train_loss[0], bcd.history.train_loss[0], rtol=1e-5)
+    np.testing.assert_allclose(result.history.val_accuracy[0], bcd.history.val_accuracy[0], rtol=1e-5)
+    np.testing.assert_allclose(result.train_loss, result.history.train_loss[-1], rtol=1e-5)
     val_acc = np.mean(np.argmax(np.asarray(bcd_jax.predict(result.params, Xv, config)), -1) == yv)
-    assert result.metrics.val_accuracy == pytest.approx(val_acc)
+    assert result.final()["val_accuracy"] == pytest.approx(val_acc)
 
     # The same steps by hand: batches of 16 from a permutation per epoch, the last 12 samples of each dropped.
     Y = np.eye(3, dtype=np.float32)[y]
@@ -114,7 +117,7 @@ def test_backprop_baseline_mini_batches_with_the_network_loss():
     again = fit_backprop(X, y, config, shuffle_seed=3, **{**kwargs, "learning_rate": 0.05})
     assert again.compile_time == result.compile_time and again.learning_rate == 0.05
     other = fit_backprop(X, y, config, shuffle_seed=4, **kwargs)
-    assert not np.allclose(other.train_loss[1:], result.train_loss[1:])
+    assert not np.allclose(other.history.train_loss[1:], result.history.train_loss[1:])
     with pytest.raises(ValueError, match="epochs: mini-batch training"):
         fit_backprop(X, y, config, optimizer=optax.sgd(0.1), steps=5, batch_size=16)
     with pytest.raises(ValueError, match="learning_rate: the optimizer factory"):
@@ -124,8 +127,8 @@ def test_backprop_baseline_mini_batches_with_the_network_loss():
 
 
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "squared"])
-def test_backprop_validation_curve_is_each_iterates_validation_metric(loss):
-    """val_curve[k] is the metric of the network after k steps, as bcd_jax.fit's history reports it."""
+def test_backprop_validation_history_is_each_iterates_validation_metric(loss):
+    """history.val_*[k] is the metric of the network after k steps, as bcd_jax.fit's history reports it."""
     optax = pytest.importorskip("optax")
     from bcd_jax.baselines import fit_backprop
 
@@ -136,25 +139,25 @@ def test_backprop_validation_curve_is_each_iterates_validation_metric(loss):
     else:
         y, yv = rng.integers(0, 3, 40), rng.integers(0, 3, 15)
     config = bcd_jax.Config(network=bcd_jax.Network(depth=2, width=6, bias=True, loss=loss), seed=1)
-    kwargs = dict(optimizer=optax.adam, learning_rate=0.05, validation=(Xv, yv), track_validation=True)
+    kwargs = dict(optimizer=optax.adam, learning_rate=0.05, validation=(Xv, yv))
     result = fit_backprop(X, y, config, steps=3, **kwargs)
-    assert result.val_curve.shape == (4,)
+    curve = result.history.val_mse if loss == "squared" else result.history.val_accuracy
+    assert curve.shape == (4,)
     params = bcd_jax.init_params(jax.random.key(1), config, 4, 2 if loss == "squared" else 3)
     for k in range(4):
         at_k = params if k == 0 else fit_backprop(X, y, config, steps=k, **kwargs).params
         pred = np.asarray(bcd_jax.predict(at_k, Xv, config))
         want = np.mean(np.sum((pred - yv) ** 2, -1)) if loss == "squared" else np.mean(pred.argmax(-1) == yv)
-        assert result.val_curve[k] == pytest.approx(want, rel=1e-5, abs=1e-6)
-    assert result.val_curve[-1] == pytest.approx(
-        result.metrics.val_mse if loss == "squared" else result.metrics.val_accuracy, rel=1e-5
-    )
-    assert fit_backprop(X, y, config, steps=2, optimizer=optax.adam, learning_rate=0.05).val_curve is None
-    with pytest.raises(ValueError, match="track_validation: True needs validation"):
-        fit_backprop(X, y, config, steps=2, optimizer=optax.adam, learning_rate=0.05, track_validation=True)
+        assert curve[k] == pytest.approx(want, rel=1e-5, abs=1e-6)
+    metric = "val_mse" if loss == "squared" else "val_accuracy"
+    assert curve[-1] == pytest.approx(result.final()[metric], rel=1e-5)
+    assert bcd_jax.evaluate(result.params, Xv, yv, config)[metric[4:]] == pytest.approx(curve[-1], rel=1e-5, abs=1e-6)
+    without = fit_backprop(X, y, config, steps=2, optimizer=optax.adam, learning_rate=0.05)
+    assert np.all(np.isnan(without.history.val_accuracy)) and np.all(np.isnan(without.history.val_loss))
 
 
 def test_timing_helpers_time_calls_and_account_for_contention():
-    from bcd_jax import timing
+    from bcd_jax.benchmarking import timing
 
     meter = timing.Contention()
     assert meter.others_fraction is None  # nothing measured yet

@@ -146,13 +146,15 @@ def sweep_flops(config: Config, n: int, d_in: int, d_out: int = 1, *, include_di
 
 
 def diagnostics_flops(config: Config, n: int, d_in: int, d_out: int = 1) -> int:
-    """FLOPs of one :class:`bcd_jax.Diagnostics` evaluation: its products exactly, SVD/eigh estimated.
+    """FLOPs of the extras one sweep computes (:class:`bcd_jax.algorithms.akiyama.AkiyamaExtras`):
+    products exactly, SVD/eigh estimated.
 
-    The products: the output loss ``V_{L-1} W_L^T``; one ``V_{j-1} W_j^T`` per layer loss; a
-    forward pass of the network for the network metrics; with ``spectral_diagnostics``,
-    ``V_j^T V_j`` for ``v_gram_max``. The decompositions (``spectral_diagnostics`` only):
-    singular values of every ``W_j``, one ``eigvalsh`` per ``V_j^T V_j``. Elementwise work is
-    not counted.
+    The products: the output loss ``V_{L-1} W_L^T``; one ``V_{j-1} W_j^T`` per layer loss; with
+    ``spectral_diagnostics``, ``V_j^T V_j`` for ``v_gram_max``. The decompositions
+    (``spectral_diagnostics`` only): singular values of every ``W_j``, one ``eigvalsh`` per
+    ``V_j^T V_j``. Elementwise work is not counted. The driver's record of a sweep (the
+    objective, the network's metrics on the training, validation and test sets) is not part of
+    ``step`` and not counted here.
     """
     algorithm, n, d_in, d_out = _check(config, n, d_in, d_out)
     network = config.network
@@ -160,7 +162,6 @@ def diagnostics_flops(config: Config, n: int, d_in: int, d_out: int = 1) -> int:
     d = _features(config, d_in)
     flops = matmul_flops(n, r, o)  # output loss
     flops += matmul_flops(n, d, r) + (L - 2) * matmul_flops(n, r, r)  # layer losses
-    flops += matmul_flops(n, d, r) + (L - 2) * matmul_flops(n, r, r) + matmul_flops(n, r, o)  # network metrics
     if algorithm.spectral_diagnostics:
         flops += (L - 1) * (matmul_flops(r, n, r) + eigh_flops(r))  # v_gram_max
         flops += svdvals_flops(r, d) + (L - 2) * svdvals_flops(r, r) + svdvals_flops(o, r)  # sv_min/max

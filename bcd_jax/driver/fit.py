@@ -317,6 +317,7 @@ def _fit(
         check_memory(program, X, config)
 
     initial, chunks, wall_time = None, [], 0.0
+    saved = None  # (sweep, status) of the last checkpoint this call wrote
     status = Status(int(state.status)) if int(state.status) != Status.RUNNING else Status.RUNNING
     meter.start(config.sweeps, done)
     try:
@@ -381,6 +382,7 @@ def _fit(
                     run_id=run_id,
                     metadata=metadata,
                 )
+                saved = (done, status)
             if n_done:
                 meter.update(done, _entry(kept, -1))
     finally:
@@ -390,22 +392,22 @@ def _fit(
         status = Status.BUDGET if remaining == 0 else status
     if initial is None and past is None:
         initial = _initial_record(algorithm, blocks, data, evals, hyper, network)
-    if status == Status.INTERRUPTED and checkpoint_dir is not None and not chunks:
-        ckpt_path = Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE
-        if not ckpt_path.exists():  # interrupted before the first sweep: record the start
-            ckpt.save_checkpoint(
-                checkpoint_dir,
-                blocks,
-                done,
-                _join_history(past, initial, chunks),
-                config=config,
-                key_data=key_data,
-                fingerprint=fingerprint,
-                stop_state=state,
-                status=status,
-                run_id=run_id,
-                metadata=metadata,
-            )
+    if status == Status.INTERRUPTED and checkpoint_dir is not None and saved != (done, status):
+        # Ctrl-C seen between chunks (during a checkpoint write or the progress update), or before the
+        # first sweep: the checkpoint records where the run stopped, as the caller is told to resume it.
+        ckpt.save_checkpoint(
+            checkpoint_dir,
+            blocks,
+            done,
+            _join_history(past, initial, chunks),
+            config=config,
+            key_data=key_data,
+            fingerprint=fingerprint,
+            stop_state=state,
+            status=status,
+            run_id=run_id,
+            metadata=metadata,
+        )
     history = _join_history(past, initial, chunks)
     state_out = BCDState(blocks, cache, jnp.asarray(done, jnp.int32))
     return FitResult(algorithm.weights(blocks), state_out, history, config, status, wall_time, compile_time, run_id)
