@@ -147,6 +147,46 @@ def _process_start(pid: int) -> int | None:
         return None
 
 
+def _raw_record(fd: int) -> dict | None:
+    """The record in the lock file as written, whoever wrote it (for the trace)."""
+    try:
+        record = json.loads(os.pread(fd, 1 << 16, 0))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _running(pid: int, start: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs (not gone, not a zombie, not reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0] != "Z" and (start is None or int(fields[19]) == start)
+
+
+def _trace(event: str, folder: Path, previous: dict | None = None) -> None:
+    """With ``BCD_JAX_LOCK_TRACE=<file>`` set, one line per acquire and release (time, pid, folder),
+    appended in a single write: the fault-injection script reads it to prove that no two processes
+    ever held a folder at once. An acquire also says whether the run whose record it found in the
+    lock file (a killed holder's) still runs at that instant: if it did, two would hold the folder.
+    Unset (the normal case), nothing happens."""
+    path = os.environ.get("BCD_JAX_LOCK_TRACE")
+    if not path:
+        return
+    before = "none"
+    if previous and isinstance(previous.get("pid"), int) and previous["pid"] != os.getpid():
+        alive = _running(previous["pid"], previous.get("process_start"))
+        before = f"{previous['pid']}:{'running' if alive else 'gone'}"
+    line = f"{time.time():.6f} {os.getpid()} {event} {before} {Path(folder).resolve()}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 class FolderLock:
     """An exclusive lock on an output folder, so that two runs never write one folder.
 
@@ -335,6 +375,7 @@ class FolderLock:
                 # removed file while another run may lock the new one at the path: start again.
                 replaced = not self._same_file(fd)
                 if not replaced:
+                    previous = _raw_record(fd) if os.environ.get("BCD_JAX_LOCK_TRACE") else None
                     self._write_record(fd)
             except BaseException:
                 os.close(fd)
@@ -343,6 +384,7 @@ class FolderLock:
                 os.close(fd)
                 continue
             self._fd, self._pid = fd, os.getpid()
+            _trace("acquire", self.folder, previous)
             return self
         raise ValueError(
             f"{self.what}: could not lock {str(self.folder)!r}: its lock file was replaced {_REPLACED_TRIES} times "
@@ -359,6 +401,7 @@ class FolderLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        _trace("release", self.folder)
         try:
             if os.getpid() == self._pid and self._same_file(fd):
                 self.path.unlink(missing_ok=True)
