@@ -134,7 +134,7 @@ def test_site_builds_strict(tmp_path):
     env["NO_MKDOCS_2_WARNING"] = "1"  # mkdocs-material's banner about its successor
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml")]
     proc = subprocess.run(
-        [*command, "--site-dir", str(tmp_path / "site")], env=env, capture_output=True, text=True, timeout=300
+        [*command, "--site-dir", str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "site" / "reference" / "fit" / "index.html").read_text()
@@ -165,16 +165,22 @@ teacher_width = 4
 """
 
 
-def _cli(args, cwd, *, imports=True):
+def _cli(args, cwd):
+    """``bcd-jax ARGS --import my_family`` in a fresh process that has docs/examples on its path."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLES)])
-    extra = ["--import", "my_family"] if imports else []
     return subprocess.run(
-        [sys.executable, "-m", "bcd_jax", *args, *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "bcd_jax", *args, "--import", "my_family"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
-def test_example_family_trains_through_fit_grid_and_cli(tmp_path, monkeypatch, registries_restored):
+def test_example_family_trains_through_fit_grid_and_cli(tmp_path, monkeypatch, capsys, registries_restored):
+    from bcd_jax.cli import main
     from bcd_jax.experiments import experiment_data, load_experiment
     from bcd_jax.experiments.folder import check_folder
 
@@ -205,8 +211,10 @@ def test_example_family_trains_through_fit_grid_and_cli(tmp_path, monkeypatch, r
     first = json.loads((out / "metrics.json").read_text())
     assert (first["algorithm"], first["status"], first["sweeps_completed"]) == ("layerwise_gd", "budget", 3)
 
-    proc = _cli(["run", "--resume", "out", "--set", "sweeps=5", "--quiet"], tmp_path, imports=False)
-    assert proc.returncode == 2 and "--import my_family" in proc.stderr, proc.stderr  # the module is named
+    bcd_jax.ALGORITHMS.unregister("layerwise_gd")  # as in a process that did not import my_family
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--resume", "out", "--set", "sweeps=5", "--quiet"]) == 2
+    assert "--import my_family" in capsys.readouterr().err  # the refusal names the module to import
 
     proc = _cli(["run", "--resume", "out", "--set", "sweeps=5", "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr
