@@ -342,8 +342,8 @@ def fit_backprop(
     """Trains ``config``'s network by backpropagation with an optax optimiser.
 
     Args:
-      X: inputs ``(n, d_in)``.
-      Y: targets ``(n,)`` / ``(n, d_out)``; integer labels for a classification loss.
+      X (array-like): inputs ``(n, d_in)``.
+      Y (array-like): targets ``(n,)`` / ``(n, d_out)``; integer labels for a classification loss.
       config: a :class:`bcd_jax.Config`; its network (``config.resolved_network``) and, when no
         weights are given, the initial weights its algorithm draws from ``config.seed``. The
         algorithm's own settings play no part.
@@ -360,9 +360,10 @@ def fit_backprop(
         ``"clipped_ste"`` or ``"smooth"`` (surrogate gradients, see the module docstring).
       shuffle_seed: seed of the mini-batch order (epoch k uses ``split(key(shuffle_seed), epochs)[k]``).
       key: PRNG key of the initial weights; default ``jax.random.key(config.seed)`` (``bcd_jax.fit``'s).
-      init_params: ``(W_1, ..., W_L)`` to start from instead of drawing them.
-      validation, test: optional held-out pairs ``(X, y)``, recorded every iteration (``val_*``,
-        ``test_*``) as ``bcd_jax.fit`` records them.
+      init_params (tuple of arrays): ``(W_1, ..., W_L)`` to start from instead of drawing them.
+      validation (tuple): an optional held-out pair ``(X, y)``, recorded every iteration (``val_*``)
+        as ``bcd_jax.fit`` records it.
+      test (tuple): the same for a test pair (``test_*``).
     """
     config = _config(config)
     loss = check_choice("loss", loss, OBJECTIVES)

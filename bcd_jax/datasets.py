@@ -343,7 +343,7 @@ def load_mnist(directory, *, scaling: str | None = "unit", flatten: bool = True)
     Nothing is downloaded. The test split is the files' own.
 
     Args:
-      directory: the folder that holds the files.
+      directory (str | Path): the folder that holds the files.
       scaling: ``"unit"`` divides the pixels by 255; ``"standardize"`` centres and scales each
         pixel by the training set's statistics (:func:`standardize`); ``None`` keeps the raw
         0..255 values (as float32).
@@ -881,9 +881,9 @@ def load_dataset(
     the same way everywhere.
 
     Args:
-      source: a bundled name (``"digits"``, ``"breast_cancer"``, ``"diabetes"``; needs scikit-learn;
-        a bundled name wins over a file of that name, write ``"./digits"`` for the file), a pair
-        ``(X, y)`` of arrays, or a path:
+      source (str | Path | tuple): a bundled name (``"digits"``, ``"breast_cancer"``, ``"diabetes"``;
+        needs scikit-learn; a bundled name wins over a file of that name, write ``"./digits"`` for
+        the file), a pair ``(X, y)`` of arrays, or a path:
 
         * ``.npz``: arrays ``X`` (features ``(n, d)``; images ``(n, h, w)`` are flattened) and
           ``y`` (``x`` and ``Y`` also match); other names with ``keys``.
@@ -896,7 +896,7 @@ def load_dataset(
         * any other file: IDX images (the MNIST format, gzipped or not), with ``label`` the path
           of its IDX labels file (found from the MNIST naming when not given:
           ``train-images-idx3-ubyte`` -> ``train-labels-idx1-ubyte``).
-      test: a separate test file of the same kind (for IDX also a pair ``(images, labels)``;
+      test (str | Path | tuple): a separate test file of the same kind (for IDX also a pair ``(images, labels)``;
         with array input a pair ``(X_test, y_test)``), read with the same label column or keys.
         Then nothing is split off for testing and the rows keep their order. Not allowed for a
         bundled set or an MNIST folder, which have their test splits.
@@ -921,7 +921,7 @@ def load_dataset(
         a classification has exactly two distinct labels (or ``num_classes=2``). An
         integer-valued regression target is inferred as classes: say ``task="regression"``.
         The loss you pick must agree (``bcd_jax.fit`` checks that).
-      label: which column (or file) holds the labels; see ``source``.
+      label (str | int | Path): which column (or file) holds the labels; see ``source``.
       labels: classification labels must be the integers ``0..C-1`` (binary: 0 and 1).
         ``"check"`` (default) raises a ValueError naming ``y``, the distinct values found and the
         fix for strings, non-integers, negative labels, labels that do not start at 0 or have
@@ -931,7 +931,7 @@ def load_dataset(
       num_classes: the number of classes, when the data may not show them all; at least the
         largest class index + 1. Default: from the labels (binary: 2).
       keys: the names of the features and labels arrays in an ``.npz`` file.
-      dtype: the floating type of the features and regression targets (default float32,
+      dtype (numpy dtype): the floating type of the features and regression targets (default float32,
         whatever the input; float64 needs ``jax_enable_x64`` to stay float64 in JAX).
 
     Returns:

@@ -102,7 +102,7 @@ def convergence_rate(
     times the largest value).
 
     Args:
-      losses: 1-D sequence, entry k after k sweeps (e.g. ``history.objective``).
+      losses (array-like): 1-D sequence, entry k after k sweeps (e.g. ``history.objective``).
       start: first index used (skips initial transients; at least 1).
       stop: end of the window (exclusive; default: the whole sequence).
       floor: gaps <= floor are ignored (default above).
@@ -187,11 +187,12 @@ def sufficient_decrease(
     reported (a monotone method passes with K = 1).
 
     Args:
-      objective: ``(T + 1,)`` objective after k sweeps (``FitResult.history.objective``).
-      movement: ``(T + 1,)`` squared step lengths aligned with it (``FitResult.movement``;
-        entry 0 is unused).
+      objective (array-like): ``(T + 1,)`` objective after k sweeps (``FitResult.history.objective``).
+      movement (array-like): ``(T + 1,)`` squared step lengths aligned with it
+        (``FitResult.history.movement``; entry 0 is unused).
       max_window: the largest K tried.
-      start, stop: the index window of ``objective`` used (``stop`` exclusive; default: all).
+      start: the first index of the window of ``objective`` used (default: all).
+      stop: the end of that window (exclusive; default: all).
       tol: changes with ``|F_k - F_{k+K}| <= tol`` are not judged; default ``100 eps max|F|``
         with eps of the objective's dtype (rounding noise once the run has converged).
 
@@ -263,10 +264,11 @@ def rate_report(
     """:func:`sufficient_decrease` and :func:`convergence_rate` of one run's objective.
 
     Args:
-      objective, movement: as for :func:`sufficient_decrease` (``result.history.objective``,
-        ``result.movement``).
+      objective (array-like): as for :func:`sufficient_decrease` (``result.history.objective``).
+      movement (array-like): as for :func:`sufficient_decrease` (``result.history.movement``).
       reference: F* for the rate fit (0, a number, or ``"final"``).
-      start, stop: the window of the rate fit (the decrease check uses the whole run up to ``stop``).
+      start: the first index of the window of the rate fit.
+      stop: the end of that window (the decrease check uses the whole run up to ``stop``).
       max_window: the largest K tried.
 
     Returns:

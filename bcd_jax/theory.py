@@ -100,7 +100,7 @@ def data_report(X) -> DataReport:
     though the SVD is computed in float64).
 
     Args:
-      X: the inputs, ``(n, d_in)``; row i is x_i.
+      X (array-like): the inputs, ``(n, d_in)``; row i is x_i.
 
     Returns:
       A :class:`DataReport`.
@@ -333,9 +333,9 @@ def theorem_4_1(
     min alpha and max ell (every bound is monotone in them).
 
     Args:
-      X: inputs ``(n, d_in)``; Assumption 1 (rank X = n) is required. With ``config.network.bias`` a
+      X (array-like): inputs ``(n, d_in)``; Assumption 1 (rank X = n) is required. With ``config.network.bias`` a
         constant-1 column is appended, as the solver does.
-      residuals: the initial output residuals ``W_L V_{L-1,i} - y_i``, ``(n,)`` or ``(n, d_out)``;
+      residuals (array-like): the initial output residuals ``W_L V_{L-1,i} - y_i``, ``(n,)`` or ``(n, d_out)``;
         at the exact initialisation, ``bcd_jax.predict(params, X, config) - Y``.
       config: optional Config supplying the activation, depth and width (``config.network``)
         and gamma (``config.hyper``); its algorithm must be ``"monotone"``. The keywords below
@@ -343,11 +343,15 @@ def theorem_4_1(
       c_v: C_V > 0, the assumed bound on lambda_max(V_j V_j^T) during training (see
         :func:`check_run` for the value seen in a run, Remark 4.2 for an a-priori one).
       epsilon: target for the paper's F (sum over samples; n times bcd_jax's ``objective``).
-      activation: an :class:`bcd_jax.Activation` or a registry name (resolved with the default
+      activation (Activation | str): an :class:`bcd_jax.Activation` or a registry name (resolved with the default
         ``negative_slope`` 0.5); overrides ``config``'s.
-      depth, width, gamma: L, r, gamma.
-      paper_eta_v, paper_eta_w_1, paper_eta_w_2: step sizes in the paper's convention
-        (default: the bounds); each must not exceed its bound.
+      depth: L.
+      width: r.
+      gamma: gamma.
+      paper_eta_v: eta_V, a step size in the paper's convention (default: its bound); it must
+        not exceed its bound.
+      paper_eta_w_1: eta_W^(1), likewise.
+      paper_eta_w_2: eta_W^(2), likewise.
 
     Returns:
       A :class:`TheoremBounds`; ``.to_config()`` gives the matching Config.
@@ -427,16 +431,21 @@ def theorem_5_3(
     printed bound. Counts with a logarithm <= 0 are 0; eta_W^(1)'s bound uses max(K, 1).
 
     Args:
-      X: inputs ``(n, d_in)`` with rank X = n (a bias column is appended with ``config.network.bias``).
-      residuals: the initial output residuals, ``(n,)`` or ``(n, 1)``.
-      w_out: the fixed output weight W_L, ``(r,)`` or ``(1, r)``; it needs entries of both signs
+      X (array-like): inputs ``(n, d_in)`` with rank X = n (a bias column is appended with ``config.network.bias``).
+      residuals (array-like): the initial output residuals, ``(n,)`` or ``(n, 1)``.
+      w_out (array-like): the fixed output weight W_L, ``(r,)`` or ``(1, r)``; it needs entries of both signs
         (Lemma 5.1).
       config: optional Config supplying depth, width (``config.network``) and gamma
         (``config.hyper``); its algorithm must be ``"relu_skip"``.
-      c_v, epsilon: as in :func:`theorem_4_1`.
-      depth, width, gamma: L, r, gamma (override ``config``).
-      paper_eta_v, paper_eta_w_1, paper_eta_w_2: step sizes in the paper's convention
-        (default: the bounds, except eta_V, see above); each must not exceed its bound.
+      c_v: as in :func:`theorem_4_1`.
+      epsilon: as in :func:`theorem_4_1`.
+      depth: L (overrides ``config``).
+      width: r (overrides ``config``).
+      gamma: gamma (overrides ``config``).
+      paper_eta_v: eta_V, a step size in the paper's convention (default: its bound, except as
+        said above); it must not exceed its bound.
+      paper_eta_w_1: eta_W^(1), likewise (default: its bound).
+      paper_eta_w_2: eta_W^(2), likewise (default: its bound).
 
     Returns:
       A :class:`TheoremBounds` (``alpha``, ``ell`` are ``None``; ``.to_config()`` sets ReLU).
@@ -546,15 +555,15 @@ def check_run(history, config: Config | None = None, *, svb=None, band=None, rto
     ``rtol`` absorbs float rounding of the SVD (SVB puts singular values exactly on s1, s2).
 
     Args:
-      history: a run's history (``bcd_jax.fit(...).history``, whose ``extras.spectral`` holds
-        ``sv_min``, ``sv_max`` (``(K+1, L)``) and ``v_gram_max`` (``(K+1, L-1)``)), or those
-        spectral extras themselves.
+      history (SweepInfo | SpectralExtras): a run's history (``bcd_jax.fit(...).history``, whose
+        ``extras.spectral`` holds ``sv_min``, ``sv_max`` (``(K+1, L)``) and ``v_gram_max``
+        (``(K+1, L-1)``)), or those spectral extras themselves.
       config: the run's Config, for ``config.algorithm.svb_bounds`` (the theorem's (s1, s2)
         when the algorithm's ``svb`` is None).
-      svb: ``(s1, s2)``, instead of ``config``.
-      band: ``(lo, hi)`` to check instead of ``(s1, s2)``.
+      svb (tuple): ``(s1, s2)``, instead of ``config``.
+      band (tuple): ``(lo, hi)`` to check instead of ``(s1, s2)``.
       rtol: relative tolerance of the band (default 1e-4).
-      c_v: optional C_V to compare the empirical one with (e.g. the one given to a theorem).
+      c_v (float): optional C_V to compare the empirical one with (e.g. the one given to a theorem).
 
     Returns:
       A :class:`RunCheck`.
@@ -702,11 +711,13 @@ def generalization_bound(
     and max_i ||y_i||, a plug-in for Assumption 3's almost-sure bounds.
 
     Args:
-      params: trained ``(W_1, ..., W_L)`` (``bcd_jax.fit(...).params``).
-      X, Y: the training inputs ``(n, d_in)`` and targets ``(n,)`` / ``(n, d_out)``.
+      params (tuple of arrays): trained ``(W_1, ..., W_L)`` (``bcd_jax.fit(...).params``).
+      X (array-like): the training inputs ``(n, d_in)``.
+      Y (array-like): the training targets ``(n,)`` / ``(n, d_out)``.
       config: the run's Config (algorithm ``"monotone"``; activation with known constants).
       delta: confidence parameter in (0, 1).
-      b_x, b_y: B_X, B_Y (default: the sample maxima).
+      b_x (float): B_X (default: the sample maximum of ``||x_i||``).
+      b_y (float): B_Y (default: the sample maximum of ``||y_i||``).
       norms: ``"theorem"`` (2^L) or ``"trained"`` (prod_j ||W_j||_op).
 
     Returns:

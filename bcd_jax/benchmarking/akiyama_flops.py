@@ -71,7 +71,9 @@ def sweep_flops_breakdown(config: Config, n: int, d_in: int, d_out: int = 1) -> 
     Args:
       config: a :class:`bcd_jax.Config` with an :class:`bcd_jax.Akiyama` algorithm (squared
         loss, fixed step sizes).
-      n, d_in, d_out: samples, input features (without the bias column) and outputs.
+      n: samples.
+      d_in: input features (without the bias column).
+      d_out: outputs.
     """
     algorithm, n, d_in, d_out = _check(config, n, d_in, d_out)
     spec = algorithm.spec
@@ -135,7 +137,9 @@ def sweep_flops(config: Config, n: int, d_in: int, d_out: int = 1, *, include_di
     Args:
       config: a :class:`bcd_jax.Config` with an :class:`bcd_jax.Akiyama` algorithm (squared
         loss, fixed step sizes).
-      n, d_in, d_out: samples, input features (without the bias column) and outputs.
+      n: samples.
+      d_in: input features (without the bias column).
+      d_out: outputs.
       include_diagnostics: add the per-sweep diagnostics that every sweep also computes
         (:func:`diagnostics_flops`).
     """

@@ -178,8 +178,10 @@ def traced_sweep_flops(config: Config, n: int, d_in: int, d_out: int = 1, *, dty
 
     Args:
       config: a :class:`bcd_jax.Config` (any registered algorithm).
-      n, d_in, d_out: samples, input features (without the bias column) and outputs.
-      dtype: the floating-point type of the data and the blocks.
+      n: samples.
+      d_in: input features (without the bias column).
+      d_out: outputs.
+      dtype (numpy dtype): the floating-point type of the data and the blocks.
     """
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a bcd_jax.Config, got {type(config).__name__}")

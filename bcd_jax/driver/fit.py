@@ -139,19 +139,19 @@ def fit(
     """Trains the network of ``config`` on ``(X, Y)`` with ``config.algorithm``.
 
     Args:
-      X: inputs ``(n, d_in)``.
-      Y: targets ``(n,)`` or ``(n, d_out)``; integer labels ``0..C-1`` for a classification loss.
+      X (array-like): inputs ``(n, d_in)``.
+      Y (array-like): targets ``(n,)`` or ``(n, d_out)``; integer labels ``0..C-1`` for a classification loss.
       config: a :class:`bcd_jax.Config` (default: Algorithm 1 with the paper's Figure 1 settings).
       key: PRNG key for the initial weights; default ``jax.random.key(config.seed)``.
-      init_params: optional ``(W_1, ..., W_L)`` to start from instead of drawing them.
+      init_params (tuple of arrays): optional ``(W_1, ..., W_L)`` to start from instead of drawing them.
       validation: optional ``(X_val, y_val)``: its metrics are recorded every sweep (``val_*``)
         and the stopping rules ``stop.target_val`` and ``stop.patience`` read them.
       test: optional ``(X_test, y_test)``: its metrics are recorded every sweep (``test_*``) and
         never used for any decision.
-      mesh: a 1-D ``jax.sharding.Mesh``: the samples (X, Y and every per-sample block) are
+      mesh (jax.sharding.Mesh): a 1-D ``jax.sharding.Mesh``: the samples (X, Y and every per-sample block) are
         sharded over its axis and the other blocks replicated. n must be divisible by the
         number of devices. With several processes, each passes its own samples.
-      checkpoint_dir: folder for ``checkpoint.npz``, written atomically every
+      checkpoint_dir (str | Path): folder for ``checkpoint.npz``, written atomically every
         ``checkpoint_every`` sweeps and at the end. An existing checkpoint there is never
         overwritten unless ``resume=True``.
       checkpoint_every: sweeps between checkpoints (default: only at the end, or on an interrupt).

@@ -218,12 +218,14 @@ def run_grid(
     stopping rules apply to every member.
 
     Args:
-      X, Y: the training set, as for ``bcd_jax.fit``.
+      X (array-like): the training inputs, as for ``bcd_jax.fit``.
+      Y (array-like): the training targets, as for ``bcd_jax.fit``.
       config: the shared structure (network, algorithm, sweeps, stopping rules).
-      hyper: the algorithm's ``Hyper`` of 1-D arrays of length m (a scalar field is shared).
-      seeds: m integer seeds of the initial weights.
-      validation, test: optional held-out pairs, as for ``bcd_jax.fit`` (``val_*`` / ``test_*``
-        entries of every member's record).
+      hyper (NamedTuple): the algorithm's ``Hyper`` of 1-D arrays of length m (a scalar field is shared).
+      seeds (array-like of int): m integer seeds of the initial weights.
+      validation (tuple): an optional held-out pair, as for ``bcd_jax.fit`` (``val_*`` entries of
+        every member's record).
+      test (tuple): the same for a test pair (``test_*`` entries).
       batch_size: run at most this many members at once (``jax.lax.map`` over chunks, each chunk
         ``vmap``ped). ``None``: all m at once on an accelerator, one at a time on CPU.
     """
