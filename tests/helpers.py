@@ -113,13 +113,18 @@ def small_config(algorithm="monotone", **overrides) -> bcd_jax.Config:
     return config(algorithm, **fields)
 
 
-def _host_devices_env(devices: int) -> dict[str, str]:
-    """The environment of a subprocess with ``devices`` host CPU devices: conftest's XLA flags kept, and
-    a PYTHONPATH that imports this bcd_jax (not another checkout's) and tests/ (helpers, toy_family)."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+def python_env(**changes: str) -> dict[str, str]:
+    """The environment of a Python subprocess: this one's, with a PYTHONPATH that imports this
+    bcd_jax (not another checkout's or an installed one) and tests/ (helpers, toy_family)."""
     here = Path(__file__).parent
     path = [str(here), str(Path(bcd_jax.__file__).parent.parent), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
-    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(p for p in path if p))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p), **changes)
+
+
+def _host_devices_env(devices: int) -> dict[str, str]:
+    """The environment of a subprocess with ``devices`` host CPU devices (conftest's XLA flags kept)."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    return python_env(XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
 
 
 def run_on_host_devices(script: str, devices: int, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -195,12 +200,12 @@ FAMILY_OVERRIDES = {
 }
 
 
-def family_config(name: str, sweeps: int = FAMILY_SWEEPS) -> bcd_jax.Config:
+def family_config(name: str, sweeps: int = FAMILY_SWEEPS, **options) -> bcd_jax.Config:
     """The family ``name`` on the common problem: the default network, its default structure and
-    numbers, changed only where :data:`FAMILY_OVERRIDES` says."""
+    numbers, changed only where :data:`FAMILY_OVERRIDES` says (and by the structural ``options``)."""
     table = FAMILY_OVERRIDES.get(name, {})
     network = bcd_jax.Network(**{**FAMILY_NETWORK, **table.get("network", {})})
-    algorithm = bcd_jax.get_algorithm({"name": name, **table.get("algorithm", {})})
+    algorithm = bcd_jax.get_algorithm({"name": name, **table.get("algorithm", {}), **options})
     return bcd_jax.Config(network=network, algorithm=algorithm, hyper=table.get("hyper"), sweeps=sweeps)
 
 

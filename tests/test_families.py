@@ -537,8 +537,13 @@ def test_iterates_equal_the_float64_reference(name, x64, tmp_path):
 
 # -- sample sharding: every family in ONE subprocess with 8 host devices ---------------------------------
 
+# Every family's default structure, and the structural modes whose data-only caches run over the
+# samples in another way (inner="exact": the pseudo-inverse of X, (d_in, n)).
+SHARDED_RUNS = {name: {"name": name} for name in FAMILIES}
+SHARDED_RUNS.update({f"{name}[inner=exact]": {"name": name, "inner": "exact"} for name in ("monotone", "relu_skip")})
+
 SHARDED_SCRIPT = """
-import json, sys, warnings
+import json, sys
 import jax, numpy as np
 import bcd_jax, toy_family  # noqa: F401 - the test family, as in the parent
 from bcd_jax.driver.blocks import block_names, per_sample_mask
@@ -547,8 +552,8 @@ from helpers import family_config, family_data
 assert jax.device_count() == 8, jax.devices()
 mesh = jax.make_mesh((8,), ("samples",))
 X, Y, X_val, Y_val = family_data()
-for name in sys.argv[1:]:
-    config = family_config(name)
+for label, description in json.loads(sys.argv[1]).items():
+    config = family_config(**description)
     network = config.resolved_network
     runs = [bcd_jax.fit(X, Y, config, key=jax.random.key(1), validation=(X_val, Y_val), progress=None, mesh=m)
             for m in (None, mesh)]
@@ -563,10 +568,10 @@ for name in sys.argv[1:]:
         worst = max(worst, float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30)))
     loss = [np.asarray(r.history.train_loss, np.float64).tolist() for r in runs]
     replicated = all(w.sharding.is_fully_replicated for w in sharded.params)
-    print(json.dumps({"name": name, "status": [int(r.status) for r in runs], "worst": worst, "layout": layout,
+    print(json.dumps({"label": label, "status": [int(r.status) for r in runs], "worst": worst, "layout": layout,
                       "train_loss": loss, "params_replicated": replicated}))
 try:
-    bcd_jax.fit(X[:20], Y[:20], family_config(sys.argv[1]), mesh=mesh, progress=None)
+    bcd_jax.fit(X[:20], Y[:20], family_config("toy_gd"), mesh=mesh, progress=None)
 except ValueError as exc:
     assert str(exc).startswith("mesh: n = 20 samples do not split evenly over 8 devices"), exc
 else:
@@ -580,7 +585,7 @@ class _Sharded:
     first test starts (so that it runs next to the others), collected by the first test that reads it."""
 
     def __init__(self):
-        self.process = start_on_host_devices(SHARDED_SCRIPT, 8, args=FAMILIES)
+        self.process = start_on_host_devices(SHARDED_SCRIPT, 8, args=[json.dumps(SHARDED_RUNS)])
         self.output = None
 
     def results(self) -> dict[str, dict]:
@@ -590,7 +595,7 @@ class _Sharded:
         code, stdout, stderr = self.output
         assert code == 0 and stdout.strip().endswith("done"), stdout + stderr
         rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-        return {row["name"]: row for row in rows}
+        return {row["label"]: row for row in rows}
 
     def close(self):
         if self.process.poll() is None:
@@ -610,14 +615,14 @@ def sharded(request):
         run.close()
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_sharded_equals_single_device(name, sharded):
-    row = sharded.results()[name]
+@pytest.mark.parametrize("label", list(SHARDED_RUNS))
+def test_sharded_equals_single_device(label, sharded):
+    row = sharded.results()[label]
     assert row["status"] == [Status.BUDGET, Status.BUDGET]
     assert row["params_replicated"]
     for block, (devices, replicated, split) in row["layout"].items():
         assert devices == 8, block
         assert replicated is not split, (block, "per-sample blocks are split over the devices, the others replicated")
-    assert any(split for _, _, split in row["layout"].values()) or name == "toy_gd"
+    assert any(split for _, _, split in row["layout"].values()) or label == "toy_gd"
     assert row["worst"] < 1e-4, row["worst"]
     np.testing.assert_allclose(row["train_loss"][1], row["train_loss"][0], rtol=1e-4)
