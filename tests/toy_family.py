@@ -1,4 +1,5 @@
-"""A family written against the protocol in a test: plain gradient descent on every weight as one block.
+"""A family written against the protocol in a test: plain gradient descent on every weight as one
+block (a dict, ``{"W": (W_1, ..., W_L)}``: blocks may be any pytree).
 
 conftest imports this module, so ``"toy_gd"`` is in the registry when the common suite
 (tests/test_families.py) is collected; the 8-device subprocess imports it too.
