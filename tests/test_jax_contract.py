@@ -134,11 +134,15 @@ def test_integer_labels_become_targets_of_the_data_dtype():
     _assert_trees_close(new, ref_state, 1e-6)
 
 
-def test_run_equals_repeated_sweeps(x64):
+def test_run_equals_repeated_sweeps(x64, compile_log):
     cfg, X, Y, params = _setup(dtype=np.float64)
     state = bcd_jax.init_state(params, X, Y, cfg)
     k = 4
     out = bcd_jax.run(state, X, Y, cfg, num_sweeps=k)
+    before = compile_log.count()
+    other = bcd_jax.run(state, X, Y, _with_hyper(cfg, gamma=0.9, eta_v=0.05, eta_w=0.07, eta_w1=0.11), num_sweeps=k)
+    assert compile_log.count() == before  # new numbers: the same program
+    assert not np.allclose(np.asarray(other.state.blocks.W[0]), np.asarray(out.state.blocks.W[0]))
     final, initial, history, completed, status = out  # still unpackable, now with the status
     assert np.asarray(completed).tolist() == [True] * k and int(status) == bcd_jax.Status.RUNNING
     _assert_trees_close(initial, bcd_jax.record(state, X, Y, cfg), 1e-12)
