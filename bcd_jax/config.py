@@ -139,7 +139,8 @@ class Config:
         ``algorithm.name`` switches the family and keeps the structural options and the
         hyperparameters the two families share (by name). Errors name the key.
         """
-        return config_from_dict(apply_dotted(self.to_dict(), overrides, config_fields), source="overrides")
+        tables = self._tables(lossless=False)  # an unnamed callable stays in place: fit takes it without a checkpoint
+        return config_from_dict(apply_dotted(tables, overrides, config_fields), source="overrides")
 
     # -- a lossless description ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -150,14 +151,20 @@ class Config:
             name; register it (``bcd_jax.register_activation`` / ``bcd_jax.register_loss``) and
             name it, so that a checkpoint can tell it from any other function.
         """
+        return self._tables(lossless=True)
+
+    def _tables(self, lossless: bool) -> dict[str, Any]:
+        """:meth:`to_dict`; with ``lossless=False`` an unnamed callable is kept as it is instead of refused."""
         network = {}
         for field in dataclasses.fields(Network):
             value = getattr(self.network, field.name)
             if field.name == "activation":
-                value = _activation_description(value)
+                value = _activation_description(value, lossless)
             elif field.name == "loss":
                 name = loss_name(value)
-                if name is None:
+                if name is None and not lossless:
+                    name = value
+                elif name is None:
                     raise ValueError(
                         f"loss: the callable {value!r} cannot be recorded losslessly (two functions can share a "
                         "name); register it with bcd_jax.register_loss(bcd_jax.Loss(name, fn, ...)) and pass it"
@@ -173,10 +180,12 @@ class Config:
         }
 
 
-def _activation_description(value):
+def _activation_description(value, lossless: bool = True):
     if isinstance(value, tuple):
-        return [_activation_description(v) for v in value]
+        return [_activation_description(v, lossless) for v in value]
     name = activation_name(value)
+    if name is None and not lossless:
+        return value
     if name is None:
         raise ValueError(
             f"activation: the callable {value!r} cannot be recorded losslessly (two functions can share a name); "

@@ -1,4 +1,4 @@
-"""Shared fixtures: scoped float64 and a compile counter."""
+"""Shared fixtures: scoped float64 and a compile counter; registers the test family ``"toy_gd"``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_opt
 
 import jax  # noqa: E402 - after XLA_FLAGS, which the backend reads when it starts
 import pytest
+
+# Registers "toy_gd" before the test modules are collected: the common suite (tests/test_families.py)
+# is parametrised over the registry, so it covers the toy family too.
+import toy_family  # noqa: F401, I001
 
 import bcd_jax
 

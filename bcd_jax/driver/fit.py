@@ -294,6 +294,8 @@ def _fit(
             state = state._replace(status=np.asarray(Status.RUNNING, np.int32))  # new rules, or a larger budget
         if mesh is not None:
             blocks = sharding.shard_blocks(mesh, blocks, mask_like(blocks, mask))
+        else:  # on the device, as a fresh run's blocks: the program compiled for those serves (no recompile)
+            blocks = jax.device_put(blocks)
     else:
         if checkpoint_dir is not None and not overwrite and (Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE).exists():
             raise ValueError(

@@ -244,7 +244,9 @@ def _abstract(tree):
 
 
 @functools.lru_cache(maxsize=32)
-def _compile(algorithm: Algorithm, network: Network, num_sweeps: int, abstract_args):
+def _compile(algorithm: Algorithm, network: Network, num_sweeps: int, treedef, abstract_leaves):
+    # Keyed on the flattened arguments: a pytree node such as a dict of blocks is not hashable.
+    abstract_args = jax.tree_util.tree_unflatten(treedef, abstract_leaves)
     blocks, cache, data, evals, hyper, stop, state, limit, first = abstract_args
     return _run_loop_donating.lower(
         blocks,
@@ -287,7 +289,8 @@ def compiled_loop(
     abstract = _abstract(
         (blocks, cache, data, evals, hyper, stop, state, np.asarray(num_sweeps, np.int32), np.asarray(True))
     )
-    return _compile(algorithm, network, num_sweeps, abstract)
+    leaves, treedef = jax.tree_util.tree_flatten(abstract)
+    return _compile(algorithm, network, num_sweeps, treedef, tuple(leaves))
 
 
 def clear_compiled() -> None:
