@@ -4,7 +4,8 @@
 parameter layout ``(W_1, ..., W_L)``, the same forward pass as :func:`bcd_jax.predict`, the
 same target encoding and, by default, the same initial weights (:func:`bcd_jax.init_params`
 with ``jax.random.key(config.seed)``) -- on one of two objectives, plus an optional L2 penalty
-``weight_decay/2 sum_j ||W_j||^2`` (the families' ``hyper.weight_decay``, the same objective):
+``weight_decay/2 sum_j ||W_j||^2`` (Akiyama's and the whole-objective family's ``hyper.weight_decay``,
+the same objective; Zeng's is n times it, see :class:`bcd_jax.ZengHyper`):
 
 * ``loss="network"`` (default): the mean of the network's per-sample loss;
 * ``loss="squared"``: ``mean_i ||f(x_i) - y_i||^2``, whatever ``config.network.loss`` says.

@@ -294,6 +294,13 @@ def _cmd_grid(args, interrupted) -> int:
     except ValueError:
         pass
     print(f"wrote {out}/: {', '.join(GRID_FILES)}")
+    if result.interrupted:
+        print(
+            f"bcd-jax grid: interrupted; members {result.interrupted} did not run (their groups had not started); "
+            f"the others are in {out}/",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     diverged = result.diverged
     if diverged:
         print(

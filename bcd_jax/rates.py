@@ -13,7 +13,7 @@ training from two ingredients, both checkable on a finished run:
   (iterates ``O(k^(-(1 - theta)/(2 theta - 1)))``).
 
 :func:`sufficient_decrease` measures the first (the squared step lengths are
-``FitResult.movement``, recorded by the driver over every block array: W, V and any other);
+``FitResult.history.movement``, recorded by the driver over every block array: W, V and any other);
 :func:`convergence_rate` fits the gap ``F_k - F*`` with a geometric and a power law and reads
 theta off the better fit; :func:`rate_report` does both for one run. Everything is host-side
 NumPy in float64; nothing is traced.

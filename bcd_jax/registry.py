@@ -33,10 +33,19 @@ class Registry(Mapping[str, T], Generic[T]):
       kind: what an entry is, for messages (``"algorithm"``).
       group: the entry-point group scanned for entries of installed packages, or None.
       check: called on every entry before it is registered; raises ``ValueError`` for a bad one.
+      on_change: called as ``on_change(name, entry)`` after an entry is registered and as
+        ``on_change(name, None)`` after it is removed (the algorithm registry records there which
+        class stands for which name).
     """
 
-    def __init__(self, kind: str, group: str | None = None, check: Callable[[str, T], None] | None = None):
-        self.kind, self.group, self._check = kind, group, check
+    def __init__(
+        self,
+        kind: str,
+        group: str | None = None,
+        check: Callable[[str, T], None] | None = None,
+        on_change: Callable[[str, T | None], None] | None = None,
+    ):
+        self.kind, self.group, self._check, self._on_change = kind, group, check, on_change
         self._entries: dict[str, T] = {}
         self._modules: dict[str, str] = {}  # name -> the module that registered it (for messages)
         self._scanned = False
@@ -71,12 +80,16 @@ class Registry(Mapping[str, T], Generic[T]):
             self._check(name, entry)
         self._entries[name] = entry
         self._modules[name] = module or getattr(entry, "__module__", None) or "?"
+        if self._on_change is not None:
+            self._on_change(name, entry)
         return entry
 
     def unregister(self, name: str) -> None:
         """Removes ``name`` (a no-op for an unknown name): for tests and notebooks."""
         self._entries.pop(name, None)
         self._modules.pop(name, None)
+        if self._on_change is not None:
+            self._on_change(name, None)
 
     def module_of(self, name: str) -> str | None:
         """The module that registered ``name`` (recorded in checkpoints, named when it is missing)."""
@@ -109,16 +122,16 @@ class Registry(Mapping[str, T], Generic[T]):
     def _load_entry_point(self, name: str) -> None:
         for point in self._entry_points():
             if point.name == name and name not in self._entries:
-                entry = point.load()
-                self.register(name, entry, module=point.value.split(":")[0])
+                entry = point.load()  # importing the module may register the name itself (a decorator)
+                if name not in self._entries:
+                    self.register(name, entry, module=point.value.split(":")[0])
 
     def load_all(self) -> None:
         """Loads every entry point of the group (``names`` shows installed entries before they are used)."""
         if self._scanned:
             return
         for point in self._entry_points():
-            if point.name not in self._entries:
-                self.register(point.name, point.load(), module=point.value.split(":")[0])
+            self._load_entry_point(point.name)
         self._scanned = True
 
 

@@ -18,7 +18,7 @@ network's forward pass in :func:`generalization_bound`); nothing is traced.
   every family live.
 
 Conventions (docs/conventions.md): the paper's F is a sum over samples, bcd_jax reports
-means, so a target ``e`` on bcd_jax's ``objective`` (F/n) is ``epsilon = n * e`` here. The
+means with the 1/2 convention, so a target ``e`` on bcd_jax's ``objective`` (F/2n) is ``epsilon = 2 n e`` here. The
 paper's step sizes map to the library's as ``eta_v = 2 eta_V``, ``eta_w = 2 n eta_W^(1)``,
 ``eta_w1 = 2 n eta_W^(2)`` (``config.hyper``); K, K_V, K_W are ``sweeps``, ``algorithm.k_v``,
 ``algorithm.k_w``.
@@ -342,7 +342,7 @@ def theorem_4_1(
         override it.
       c_v: C_V > 0, the assumed bound on lambda_max(V_j V_j^T) during training (see
         :func:`check_run` for the value seen in a run, Remark 4.2 for an a-priori one).
-      epsilon: target for the paper's F (sum over samples; n times bcd_jax's ``objective``).
+      epsilon: target for the paper's F (sum over samples; 2n times bcd_jax's ``objective``).
       activation (Activation | str): an :class:`bcd_jax.Activation` or a registry name (resolved with the default
         ``negative_slope`` 0.5); overrides ``config``'s.
       depth: L.

@@ -55,7 +55,18 @@ def _check_factory(name: str, factory) -> None:
         raise ValueError(f"factory: expected a callable returning an Algorithm, got {type(factory).__name__}")
 
 
-ALGORITHMS: Registry[Callable[..., Algorithm]] = Registry("algorithm", group="bcd_jax.algorithms", check=_check_factory)
+def _record_class(name: str, factory) -> None:
+    """Keeps ``REGISTERED_CLASSES`` (which class, with which fixed fields, a name stands for) in step
+    with the registry, whichever way an entry arrives (``register``, an entry point) or leaves."""
+    REGISTERED_CLASSES[:] = [entry for entry in REGISTERED_CLASSES if entry[2] != name]
+    cls = _class_of(factory) if factory is not None else None
+    if isinstance(cls, type):
+        REGISTERED_CLASSES.append((cls, dict(getattr(factory, "keywords", {}) or {}), name))
+
+
+ALGORITHMS: Registry[Callable[..., Algorithm]] = Registry(
+    "algorithm", group="bcd_jax.algorithms", check=_check_factory, on_change=_record_class
+)
 
 
 def register(name: str, factory: Callable[..., Algorithm] | None = None, *, overwrite: bool = False):
@@ -68,14 +79,13 @@ def register(name: str, factory: Callable[..., Algorithm] | None = None, *, over
         @bcd_jax.algorithms.register("toy_gd")
         @dataclasses.dataclass(frozen=True)
         class ToyGD(bcd_jax.Algorithm): ...
+
+    An installed package can instead declare the class (or a module that registers it) in the
+    ``bcd_jax.algorithms`` entry-point group; it is loaded the first time its name is looked up.
     """
     if factory is None:
         return lambda cls: register(name, cls, overwrite=overwrite)
     ALGORITHMS.register(name, factory, overwrite=overwrite, module=getattr(_class_of(factory), "__module__", None))
-    cls, fixed = _class_of(factory), dict(getattr(factory, "keywords", {}) or {})
-    if isinstance(cls, type):
-        REGISTERED_CLASSES[:] = [entry for entry in REGISTERED_CLASSES if entry[2] != name]
-        REGISTERED_CLASSES.append((cls, fixed, name))
     return factory
 
 

@@ -62,7 +62,9 @@ class ZengHyper(NamedTuple):
       gamma: weight of the activation terms ``||V_j - sigma(U_j)||^2`` (two-splitting: of every layer term).
       rho: weight of the linear terms ``||U_j - W_j V_{j-1}||^2`` (three-splitting only).
       alpha: weight of the proximal terms ``||. - previous||^2``.
-      weight_decay: lambda of ``lambda/2 ||W_j||^2`` on every weight block.
+      weight_decay: lambda of ``lambda/2 ||W_j||^2`` on every weight block, added to F as the authors
+        write it (a sum over samples): in the reported objective F / n it is ``lambda/(2n) ||W_j||^2``,
+        so this lambda equals n times Akiyama's or the whole-objective family's (a mean over samples).
     """
 
     gamma: Any = 1.0

@@ -5,7 +5,7 @@ closed form, following :meth:`bcd_jax.Akiyama.step`'s code path for the configur
 Algorithm 1 or 3, the K_W loop in its primal form on ``W_1`` or its Gram form on ``B`` with
 ``W_1 = c W_1^0 + B X`` (chosen by :meth:`bcd_jax.Akiyama.uses_gram_form`, the one rule),
 ``inner="gd"`` or ``"exact"``, ``bias``, per-layer activations. The conventions are those of
-:mod:`bcd_jax.flops`, plus:
+:mod:`bcd_jax.benchmarking.flops`, plus:
 
 * The weight-decay terms (``+ lambda W``) are counted even when ``lambda = 0``: the sweep
   computes them (lambda is a traced number).
@@ -20,14 +20,14 @@ Algorithm 1 or 3, the K_W loop in its primal form on ``W_1`` or its Gram form on
 Data-only work done once per run, not per sweep (``X X^T`` for the Gram form, ``pinv(X)`` for
 ``inner="exact"``), is :func:`prepare_flops`. The per-sweep diagnostics are
 :func:`diagnostics_flops` (products exact, decompositions estimated, elementwise work not
-counted: well under 1% of a sweep at the paper's sizes). :func:`bcd_jax.flops.traced_sweep_flops`
+counted: well under 1% of a sweep at the paper's sizes). :func:`bcd_jax.benchmarking.flops.traced_sweep_flops`
 counts the compiled program itself, which cross-checks these formulas.
 """
 
 from __future__ import annotations
 
 from bcd_jax.algorithms import Akiyama
-from bcd_jax.benchmarking.flops import activation_cost, eigh_flops, matmul_flops, svdvals_flops
+from bcd_jax.benchmarking.flops import activation_cost, eigh_flops, matmul_flops, singular_values_flops
 from bcd_jax.config import Config
 from bcd_jax.validation import check_int
 
@@ -42,7 +42,7 @@ def _check(config: Config, n: int, d_in: int, d_out: int) -> tuple[Akiyama, int,
     if not isinstance(algorithm, Akiyama):
         raise ValueError(
             f"config.algorithm: these closed forms count Akiyama's algorithms, got {algorithm.name!r}; "
-            "bcd_jax.flops.traced_sweep_flops counts any algorithm"
+            "bcd_jax.benchmarking.flops.traced_sweep_flops counts any algorithm"
         )
     n, d_in, d_out = (check_int(name, v, low=1) for name, v in (("n", n), ("d_in", d_in), ("d_out", d_out)))
     loss = config.network.loss_fn.name
@@ -168,7 +168,7 @@ def diagnostics_flops(config: Config, n: int, d_in: int, d_out: int = 1) -> int:
     flops += matmul_flops(n, d, r) + (L - 2) * matmul_flops(n, r, r)  # layer losses
     if algorithm.spectral_diagnostics:
         flops += (L - 1) * (matmul_flops(r, n, r) + eigh_flops(r))  # v_gram_max
-        flops += svdvals_flops(r, d) + (L - 2) * svdvals_flops(r, r) + svdvals_flops(o, r)  # sv_min/max
+        flops += singular_values_flops(r, d) + (L - 2) * singular_values_flops(r, r) + singular_values_flops(o, r)
     return flops
 
 

@@ -65,6 +65,21 @@ def svdvals_flops(m: int, k: int) -> int:
     return round(4 * m * m * k - 4 * m**3 / 3)
 
 
+def qr_flops(m: int, k: int) -> int:
+    """Householder QR of an m x k matrix, m >= k (the triangle only): ``2 m k^2 - 2/3 k^3``."""
+    m, k = max(m, k), min(m, k)
+    return round(2 * m * k * k - 2 * k**3 / 3)
+
+
+def singular_values_flops(m: int, k: int) -> int:
+    """What ``bcd_jax.algorithms.layered.singular_values`` costs: a thin QR first when one side is
+    more than twice the other, then the singular values of the square triangle."""
+    m, k = max(m, k), min(m, k)
+    if m > 2 * k:
+        return qr_flops(m, k) + svdvals_flops(k, k)
+    return svdvals_flops(m, k)
+
+
 def eigh_flops(r: int) -> int:
     """Symmetric eigendecomposition with vectors (what ``eigvalsh`` lowers to): ``9 r^3``."""
     return 9 * r**3
@@ -137,6 +152,9 @@ def _eqn_flops(eqn) -> int:
     if name == "eigh":
         *batch, r, _ = ins[0].shape
         return math.prod(batch) * eigh_flops(r)
+    if name == "qr":
+        *batch, m, k = ins[0].shape
+        return math.prod(batch) * qr_flops(m, k)
     if name == "lu":
         *batch, m, k = ins[0].shape
         return math.prod(batch) * round(max(m, k) * min(m, k) ** 2 - min(m, k) ** 3 / 3)

@@ -152,8 +152,8 @@ def fit(
         sharded over its axis and the other blocks replicated. n must be divisible by the
         number of devices. With several processes, each passes its own samples.
       checkpoint_dir (str | Path): folder for ``checkpoint.npz``, written atomically every
-        ``checkpoint_every`` sweeps and at the end. An existing checkpoint there is never
-        overwritten unless ``resume=True``.
+        ``checkpoint_every`` sweeps, at the end and on an interrupt. An existing checkpoint there
+        is never overwritten unless ``resume=True`` (continued) or ``overwrite=True`` (replaced).
       checkpoint_every: sweeps between checkpoints (default: only at the end, or on an interrupt).
       resume: continue from the checkpoint in ``checkpoint_dir``; the continued run is
         bit-identical to one that was never stopped (same ``checkpoint_every``).
@@ -172,8 +172,9 @@ def fit(
     Returns:
       A :class:`FitResult` whose ``status`` says how the run ended. If a sweep produced
       non-finite values the run stops there, a :class:`BCDDivergenceWarning` names the sweep and
-      what went non-finite, and the last finite state is returned. A first Ctrl-C stops the run at
-      the next sweep boundary (``status=INTERRUPTED``, checkpoint written).
+      what went non-finite, and the last finite state is returned. A first Ctrl-C stops the run when
+      the running chunk ends (a twentieth of the run, or ``checkpoint_every`` sweeps;
+      ``status=INTERRUPTED``, checkpoint written); a second one raises ``KeyboardInterrupt``.
     """
     config = Config() if config is None else config
     if not isinstance(config, Config):

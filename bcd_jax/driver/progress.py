@@ -1,8 +1,7 @@
 """Progress display for ``fit``: none, a text line, or tqdm (pluggable, as in diffrax).
 
 A meter has ``start(total)``, ``update(done, info)`` (called on the host between compiled
-chunks, with the last sweep's diagnostics) and ``close()``; ``active`` says whether it shows
-anything, so that ``fit`` can run a silent run as one compiled call instead of in chunks.
+chunks, with the last sweep's record) and ``close()``; ``active`` says whether it shows anything.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ traced numbers (``seed`` and ``hyper.<field>``: :func:`traced_keys`) share one c
 (:func:`bcd_jax.run_grid`); any other key (``network.width``, ``algorithm.name``, ``sweeps``,
 ``data.seed``, ...) splits the members into groups by structure and data, one program each.
 Every member is built and checked, and every group's data loaded, before the first program
-compiles. Real data sets and the user's own files work as in ``bcd-jax run``; with a validation
+compiles. A first Ctrl-C (during ``bcd-jax grid``) lets the running group finish and skips the
+rest; their rows say ``interrupted``. Real data sets and the user's own files work as in ``bcd-jax run``; with a validation
 split (``data.validation_fraction``) each member is scored on it, and the test set is reported.
 
 ``run_grid_file`` writes ``summary.csv`` and ``summary.jsonl`` (one row per member),
@@ -41,6 +42,7 @@ from bcd_jax.driver.grid import GridRun, run_grid
 from bcd_jax.experiments.data import experiment_data
 from bcd_jax.experiments.runs import fit_kwargs
 from bcd_jax.experiments.spec import DataSpec, Experiment, experiment_from_dict, load_experiment
+from bcd_jax.interrupts import INTERRUPT
 from bcd_jax.io import FolderLock, atomic_write, atomic_write_text, dumps_json
 from bcd_jax.stopping import Status
 
@@ -255,6 +257,11 @@ class GridResult:
     out_dir: Path | None
 
     @property
+    def interrupted(self) -> list[int]:
+        """The members a Ctrl-C kept from running (their group had not started)."""
+        return [row["member"] for row in self.rows if row["status"] == "interrupted"]
+
+    @property
     def diverged(self) -> list[int]:
         """The members whose run produced non-finite values."""
         return [row["member"] for row in self.rows if row["diverged"]]
@@ -337,6 +344,17 @@ def _run_members(spec: GridSpec, batch_size, out_dir) -> GridResult:
     curves: list[np.ndarray | None] = [None] * len(members)
     groups = []
     for g, ((structure, stop, data), group) in enumerate(grouped.items()):
+        if INTERRUPT.is_set():  # a first Ctrl-C: the groups not started are not run (their rows say so)
+            for m in group:
+                curves[m.index] = np.full(1, np.nan)
+                rows[m.index] = {
+                    "member": m.index,
+                    "group": g,
+                    **{k: _jsonable(v) for k, v in m.values.items()},
+                    "status": "interrupted",
+                    "diverged": False,
+                }
+            continue
         network = structure.network
         split = splits[(data, network.activation, network.negative_slope, network.loss, network.num_classes)]
         config = structure.replace(stop=stop)
