@@ -36,8 +36,8 @@ class Network:
         (``h_j = sigma(W_j [h_{j-1}; 1])``; Zeng et al.'s networks).
       skip: the skip form ``h_j = sigma(W_j h_{j-1}) + h_{j-1}`` for ``j >= 2``. ``None`` takes
         the form the algorithm is written for (Algorithm 3: skip; Algorithm 1: plain).
-      loss: per-sample output loss: ``"squared"``, ``"squared_multiclass"``, ``"softmax_cross_entropy"``, ``"logistic"``,
-        ``"hinge"`` (see ``bcd_jax.LOSSES``), a :class:`bcd_jax.Loss`, or a callable
+      loss: per-sample output loss: ``"squared"``, ``"squared_multiclass"``, ``"softmax_cross_entropy"``,
+        ``"logistic"``, ``"hinge"`` (see ``bcd_jax.LOSSES``), a :class:`bcd_jax.Loss`, or a callable
         ``(pred, target) -> scalar``.
       num_classes: classes of integer labels (default: the output weight's rows, else the
         largest label + 1).

@@ -18,8 +18,9 @@ traced numbers (``seed`` and ``hyper.<field>``: :func:`traced_keys`) share one c
 ``data.seed``, ...) splits the members into groups by structure and data, one program each.
 Every member is built and checked, and every group's data loaded, before the first program
 compiles. A first Ctrl-C (during ``bcd-jax grid``) lets the running group finish and skips the
-rest; their rows say ``interrupted``. Real data sets and the user's own files work as in ``bcd-jax run``; with a validation
-split (``data.validation_fraction``) each member is scored on it, and the test set is reported.
+rest; their rows say ``interrupted``. Real data sets and the user's own files work as in
+``bcd-jax run``; with a validation split (``data.validation_fraction``) each member is scored
+on it, and the test set is reported.
 
 ``run_grid_file`` writes ``summary.csv`` and ``summary.jsonl`` (one row per member),
 ``curves.png`` and ``grid.json`` (the resolved grid).
