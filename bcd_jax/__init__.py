@@ -64,7 +64,16 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
+_SUBMODULES = (
+    "activations", "algorithms", "baselines", "benchmarking", "cli", "config", "data", "datasets", "driver",
+    "experiments", "interrupts", "io", "losses", "network", "rates", "registry", "stopping", "testing", "theory",
+    "validation",
+)  # fmt: skip
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # ``bcd_jax.algorithms.register`` works without importing the module first
+        return importlib.import_module(f"bcd_jax.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'bcd_jax' has no attribute {name!r}")

@@ -63,7 +63,7 @@ __all__ = [
     "EXTRA_HINT",
 ]
 
-EXTRA_HINT = "pip install 'bcd_jax[datasets]'"
+EXTRA_HINT = "pip install 'bcd_jax[datasets]' (in a checkout of the repository: pip install -e '.[datasets]')"
 
 
 class Dataset(NamedTuple):

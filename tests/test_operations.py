@@ -321,3 +321,62 @@ def test_vmap_of_paper_size_runs_completes_on_cpu():
         env=python_env(JAX_PLATFORMS="cpu"),
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+BATCHED_LAPACK_SCRIPT = textwrap.dedent(
+    """
+    import dataclasses
+    from typing import ClassVar, NamedTuple
+
+    import jax, jax.numpy as jnp, numpy as np
+    import bcd_jax
+
+
+    class Hyper(NamedTuple):
+        rate: float = 0.1
+
+
+    @bcd_jax.algorithms.register("per_sample_solves")
+    @dataclasses.dataclass(frozen=True)
+    class PerSampleSolves(bcd_jax.Algorithm):
+        '''A family whose sweep solves one small system per sample (a batched LU on CPU).'''
+
+        Hyper: ClassVar[type] = Hyper
+
+        def init(self, weights, data, network):
+            return {"W": tuple(weights), "V": data.X}
+
+        def step(self, blocks, data, cache, hyper, network):
+            system = jnp.eye(data.X.shape[1]) * 2.0 + 0.1 * data.X[:, :, None] * data.X[:, None, :]
+            return {"W": blocks["W"], "V": jnp.linalg.solve(system, blocks["V"][..., None])[..., 0]}, ()
+
+        def weights(self, blocks):
+            return blocks["W"]
+
+
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=16, d_in=3)
+    config = bcd_jax.Config(network=bcd_jax.Network(depth=2, width=4), algorithm="per_sample_solves", sweeps=2)
+    try:
+        bcd_jax.fit(X, Y, config, mesh=jax.make_mesh((2,), ("samples",)), progress=None)
+    except ValueError as exc:
+        print("refused:", exc)
+    else:
+        print("ran")
+    """
+)
+
+
+def test_a_sharded_sweep_with_batched_lapack_calls_is_refused_on_cpu_devices(tmp_path):
+    """Two CPU devices each running a batched LU at once hang XLA's thread pool (jaxlib < 0.11):
+    fit refuses such a sweep before compiling instead of hanging (the 0.2 whole-objective exact sweep
+    did, every time; its sweep has no batched factorisation left and runs sharded in test_families)."""
+    from bcd_jax.driver.grid import CPU_BATCHED_LAPACK_MAY_HANG
+
+    if not CPU_BATCHED_LAPACK_MAY_HANG:
+        pytest.skip("jaxlib >= 0.11 runs batched LAPACK calls concurrently")
+    env = python_env(XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0")
+    out = subprocess.run(
+        [sys.executable, "-c", BATCHED_LAPACK_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused: mesh: 'per_sample_solves'") and "lu" in out.stdout, out.stdout

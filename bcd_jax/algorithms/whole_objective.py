@@ -62,6 +62,18 @@ from bcd_jax.validation import check_bool, check_choice, check_float, check_int
 __all__ = ["WholeObjective", "WholeObjectiveHyper", "WholeObjectiveExtras", "InputGram"]
 
 INNER_MODES = ("gd", "exact")
+# The small proximal ridge of the Newton and least-squares steps, relative to their Gram's mean
+# diagonal: it keeps every system positive definite (a rank-deficient input) at a negligible bias.
+_NEWTON_RIDGE = 1e-6
+
+
+def _ridge(trace, k: int, dtype):
+    """The proximal ridge of a k x k Gram with this trace: 1e-6 of its mean diagonal, and at least ten
+    rounding errors of its largest entries (a float32 Gram of a rank-deficient input can come out
+    with eigenvalues of -1e-6 relative: without this floor its Cholesky factor is NaN)."""
+    return _NEWTON_RIDGE * trace / k + 10 * jnp.finfo(dtype).eps * trace + jnp.finfo(dtype).tiny
+
+
 # Above this many input features W_1's preconditioner is the Gram's diagonal (its eigendecomposition,
 # O(d^3) time and O(d^2) memory once per run, would dominate).
 DENSE_PRECONDITIONER_MAX_FEATURES = 4096
@@ -270,9 +282,14 @@ class WholeObjective(Algorithm):
         n = v.shape[0]
         lam = hyper.weight_decay
         if self.inner == "exact" and loss.quadratic:
-            gram = v.T @ v / n + lam * jnp.eye(v.shape[1], dtype=v.dtype)
-            rhs = y.T @ v / n
-            return jax.scipy.linalg.solve(gram, rhs.T, assume_a="pos").T
+            # A proximal ridge least squares: argmin of the block objective + eps/2 ||W - W_old||^2,
+            # with eps 1e-6 of the Gram's mean diagonal -- still a descent step, and never singular
+            # (1-D inputs, a layer wider than n, raw features: V^T V has no full rank there).
+            gram = v.T @ v / n
+            eps = _ridge(jnp.trace(gram), v.shape[1], v.dtype)
+            system = gram + (lam + eps) * jnp.eye(v.shape[1], dtype=v.dtype)
+            rhs = y.T @ v / n + eps * w
+            return jax.scipy.linalg.solve(system, rhs.T, assume_a="pos").T
         beta = 1.0 if loss.smoothness is None else loss.smoothness
         step = hyper.eta_w / (beta * _floored(top_gram_eigenvalue(v)) + lam)
 
@@ -370,7 +387,7 @@ class WholeObjective(Algorithm):
 
             return lax.fori_loop(0, self.k_w, body, w)
 
-        ridge = lam + 1e-6 * gram.mean_sq
+        ridge = lam + _ridge(gram.mean_sq * d_in, d_in, v_in.dtype)
         if gram.evecs is not None:  # W_1: g G + ridge I through G's eigendecomposition (g is traced)
             scale = 1.0 / (g * gram.evals + ridge)
 

@@ -29,6 +29,7 @@ from bcd_jax.driver import checkpoint as ckpt
 from bcd_jax.driver import sharding
 from bcd_jax.driver.blocks import block_names, mask_like, per_sample_mask
 from bcd_jax.driver.functional import BCDState, checked_data, checked_eval_set, eval_sets
+from bcd_jax.driver.grid import CPU_BATCHED_LAPACK_MAY_HANG, batched_lapack_calls
 from bcd_jax.driver.loop import (
     FINITE_FIELDS,
     SweepInfo,
@@ -309,6 +310,8 @@ def _fit(
         done = 0
         state = initial_stop_state(np.nan, X.dtype)
 
+    if mesh is not None:
+        _refuse_batched_lapack_on_cpu_devices(mesh, algorithm, blocks, data, cache, hyper, network)
     remaining = config.sweeps - done
     chunk = _chunk_length(config.sweeps, checkpoint_every, meter.active, callback)
     t0 = time.perf_counter()
@@ -414,6 +417,21 @@ def _fit(
     history = _join_history(past, initial, chunks)
     state_out = BCDState(blocks, cache, jnp.asarray(done, jnp.int32))
     return FitResult(algorithm.weights(blocks), state_out, history, config, status, wall_time, compile_time, run_id)
+
+
+def _refuse_batched_lapack_on_cpu_devices(mesh, algorithm, blocks, data, cache, hyper, network) -> None:
+    """Sample sharding runs one copy of the sweep per device at once; on CPU with jaxlib < 0.11 two
+    batched LAPACK calls at once deadlock XLA's thread pool (seen with 2 and 4 devices). Such a
+    sweep is refused before it compiles, never left to hang."""
+    if mesh.size < 2 or {d.platform for d in mesh.devices.flat} != {"cpu"} or not CPU_BATCHED_LAPACK_MAY_HANG:
+        return
+    calls = batched_lapack_calls(lambda b: algorithm.step(b, data, cache, hyper, network), blocks, batched_by_map=False)
+    if calls:
+        raise ValueError(
+            f"mesh: {algorithm.name!r}'s sweep runs batched LAPACK calls ({', '.join(calls)}), and {mesh.size} CPU "
+            "devices running them at once deadlock XLA:CPU's thread pool (jaxlib < 0.11); run it on one device "
+            "(mesh=None) or on an accelerator"
+        )
 
 
 def _initial_record(algorithm, blocks, data, evals, hyper, network):

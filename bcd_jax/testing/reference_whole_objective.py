@@ -126,7 +126,7 @@ def _pcg(apply_a, solve_m, x, r, iterations):
 def exact_sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, cg_iterations, decay=1.0):
     """One ``inner="exact"`` sweep for the squared loss, one row / one sample at a time.
 
-    ``W_L``: the ridge least-squares solve; ``V_{L-1}``: its per-sample solve; every other block:
+    ``W_L``: the (proximal) ridge least-squares solve; ``V_{L-1}``: its per-sample solve; every other block:
     ``k`` safeguarded Newton steps on the current pieces, each solved by ``cg_iterations``
     preconditioned CG steps from the current row (sample), then kept only where it lowers that
     row's (sample's) objective below the gradient step's.
@@ -149,13 +149,18 @@ def exact_sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, cg_
     def own(j, i):
         return f(W[j] @ V[j - 1][i]) + (V[j - 1][i] if skip and j >= 2 else 0.0)
 
-    # W_L: argmin mean_i 1/2 ||W v_i - y_i||^2 + lam/2 ||W||^2.
+    def ridge_floor(G):
+        # 1e-6 of the Gram's mean diagonal + ten rounding errors of its trace (as documented)
+        return 1e-6 * np.trace(G) / G.shape[0] + 10 * np.finfo(float).eps * np.trace(G) + np.finfo(float).tiny
+
+    # W_L: argmin mean_i 1/2 ||W v_i - y_i||^2 + lam/2 ||W||^2 + eps/2 ||W - W_old||^2 (proximal ridge).
     k = V[L - 1].shape[1]
-    A, B = lam * np.eye(k), np.zeros((Y.shape[1], k))
+    G, B = np.zeros((k, k)), np.zeros((Y.shape[1], k))
     for i in range(n):
-        A += np.outer(V[L - 1][i], V[L - 1][i]) / n
+        G += np.outer(V[L - 1][i], V[L - 1][i]) / n
         B += np.outer(Y[i], V[L - 1][i]) / n
-    W[L] = np.linalg.solve(A, B.T).T
+    eps = ridge_floor(G)
+    W[L] = np.linalg.solve(G + (lam + eps) * np.eye(k), (B + eps * W[L]).T).T
     # V_{L-1}: (W_L^T W_L + g I) v = W_L^T y + g a, per sample.
     M = W[L].T @ W[L] + g[L - 1] * np.eye(k)
     for i in range(n):
@@ -167,7 +172,7 @@ def exact_sweep(W, V, Y, *, gamma, eta_v, eta_w, lam, slope, skip, k_v, k_w, cg_
         d_in = Vin.shape[1]
         T = np.array([V[j][i] - (Vin[i] if skip and j >= 2 else 0.0) for i in range(n)])
         G = sum(np.outer(Vin[i], Vin[i]) for i in range(n)) / n
-        ridge = lam + 1e-6 * np.trace(G) / d_in
+        ridge = lam + ridge_floor(G)
         M = g[j] * G + ridge * np.eye(d_in)
         step = eta_w / (g[j] * max(top_gram_eigenvalue(Vin), np.sqrt(np.finfo(float).eps)) + lam)
 
