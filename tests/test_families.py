@@ -539,7 +539,7 @@ def test_iterates_equal_the_float64_reference(name, x64, tmp_path):
 # -- sample sharding: every family in ONE subprocess with 8 host devices ---------------------------------
 
 # Every family's default structure, and the structural modes whose data-only caches run over the
-# samples in another way (inner="exact": the pseudo-inverse of X, (d_in, n)).
+# samples in another way (inner="exact": the factor of X's Gram, X^T X summed over the samples).
 SHARDED_RUNS = {name: {"name": name} for name in FAMILIES}
 SHARDED_RUNS.update({f"{name}-inner_exact": {"name": name, "inner": "exact"} for name in ("monotone", "relu_skip")})
 
