@@ -17,6 +17,7 @@ import pytest
 import bcd_jax
 from bcd_jax.algorithms.base import make_data
 from bcd_jax.benchmarking.flops import traced_sweep_flops
+from bcd_jax.driver import memory
 from bcd_jax.driver.loop import EvalSets, _run_loop_donating
 from bcd_jax.stopping import initial_stop_state, stop_arrays
 
@@ -135,3 +136,21 @@ def test_gram_form_only_where_its_n_by_n_gram_is_smaller_than_the_data(d_in, k_w
     algorithm = bcd_jax.Akiyama(k_w=k_w)
     chosen = [n for n in range(1, 4 * d_in) if algorithm.uses_gram_form(n, d_in)]
     assert not chosen or max(chosen) < 2 * d_in
+
+
+def test_memory_need_is_asked_once_per_program():
+    calls = []
+
+    class Stats:
+        argument_size_in_bytes, output_size_in_bytes, temp_size_in_bytes, alias_size_in_bytes = 10, 20, 30, 5
+
+    class Program:
+        def memory_analysis(self):
+            calls.append(1)
+            return Stats()
+
+    program = Program()
+    assert memory.program_bytes(program) == 55
+    assert memory.program_bytes(program) == 55
+    assert len(calls) == 1
+    assert memory.program_bytes(Program()) == 55 and len(calls) == 2
