@@ -9,6 +9,10 @@ do not grow with n beyond the data itself.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,3 +158,49 @@ def test_memory_need_is_asked_once_per_program():
     assert memory.program_bytes(program) == 55
     assert len(calls) == 1
     assert memory.program_bytes(Program()) == 55 and len(calls) == 2
+
+
+def _scale_script():
+    path = Path(__file__).resolve().parent.parent / "scripts" / "scale.py"
+    spec = importlib.util.spec_from_file_location("scale_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scale_script_slopes_and_study_targets(tmp_path):
+    scale = _scale_script()
+    assert scale.parse_network("3x1500") == (4, 1500) and scale.parse_network("10x600") == (11, 600)
+    cells = [
+        {"network": "1x512", "family": "f", "n": n, "seconds_per_sweep": 0.5 + 1e-4 * n} for n in (1e3, 1e4, 6e4, 2e5)
+    ]
+    slopes = scale.slopes(cells)["1x512 f"]
+    assert slopes["points_1e3_6e4"] == 3 and 0.5 < slopes["slope_1e3_6e4"] < 1.0 and slopes["slope_all"] <= 1.0
+    assert scale.study_targets(tmp_path / "absent.json") == {}
+    study = {
+        "problems": {
+            "digits": {
+                "task": "multiclass",
+                "rows": [
+                    {"method": "Adam (full batch)", "test_metric": 0.964},
+                    {"method": "SGD", "test_metric": 0.95},
+                    {"method": "whole_objective (exact)", "test_metric": 0.981},
+                ],
+            },
+            "diabetes": {
+                "task": "regression",
+                "rows": [{"method": "Adam", "test_metric": 0.8}, {"method": "SGD", "test_metric": 0.5}],
+            },
+        }
+    }
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    targets = scale.study_targets(tmp_path / "study.json")
+    assert targets["digits"] == ("accuracy", 0.964, "Adam (full batch)")
+    assert targets["diabetes"] == ("mse", 0.5, "SGD")
+
+
+def test_scale_script_data_is_mnist_shaped():
+    scale = _scale_script()
+    for kind in ("mixture", "teacher"):
+        X, y = scale.make_data(50, kind)
+        assert X.shape == (50, 784) and X.dtype == np.float32 and y.shape == (50,) and 0 <= y.min() <= y.max() < 10
