@@ -33,9 +33,12 @@ add time -- with the median next to it in the JSON) and reports:
 A cell is skipped (with its reason) when its predicted time -- its traced FLOPs at the FLOP rate the
 same (network, family) achieved at the previous n (the first n: at 30% of the matmul rate) --
 exceeds ``--cell-budget`` seconds, when a smaller n did not fit in memory, or when the whole run has
-used ``--total-budget``; for the largest n skipped for time, XLA's memory need is still reported
-(compiled from abstract shapes, not run). Cells run for n <= 6e4 first (the 1x512 row, then the
-target below, then the other networks), then the extras below, then the largest n. Also measured (not with --quick):
+used ``--total-budget`` (the extras below get 10 minutes more, the memory estimates 5); for the
+largest n skipped for time, XLA's memory need is still reported (compiled from abstract shapes, not
+run). Cells run for n <= 6e4 first (the first network's rows, then
+the target below, then the other networks n by n), then the extras below, then the largest n.
+``--merge A.json B.json ...`` rewrites the tables and the plot from several runs' JSON (the cells of
+all, the extras of the first that has them). Also measured (not with --quick):
 
 * sample sharding over host devices: the 1x512 cells of three families at ``--shard-n`` run again
   on ``--shard-devices`` CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count``) with
@@ -744,10 +747,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shard-n", type=float, default=10_000)
     parser.add_argument("--no-extras", action="store_true", help="only the cells: no sharding, GPU, target, real sets")
     parser.add_argument("--study-json", type=Path, default=ROOT / "results" / "study.json")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="rewrite OUT from these runs' JSON")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child_main(*args.child)
+    if args.merge:
+        return merge(args)
     # this process only traces programs (FLOP counts): it never takes a GPU from the cells
     os.environ["JAX_PLATFORMS"] = "cpu"
 
@@ -787,8 +793,8 @@ def main(argv=None) -> int:
     history: dict[tuple[str, str], list[dict]] = {}  # (network, family) -> cells run, n ascending
     blocked: dict[tuple[str, str], str] = {}  # (network, family) -> why larger n are skipped
 
-    def over_budget() -> bool:
-        return time.perf_counter() - started > args.total_budget
+    def over_budget(extra: float = 0.0) -> bool:
+        return time.perf_counter() - started > args.total_budget + extra
 
     def run_row(network: str, family: str, sizes) -> None:
         for n in sizes:
@@ -844,19 +850,23 @@ def main(argv=None) -> int:
     # 1. every network and family up to n = 6e4 (the slopes), the 1x512 row first
     small = [n for n in ns if n <= SLOPE_RANGE[1]]
     large = [n for n in ns if n > SLOPE_RANGE[1]]
-    for index, network in enumerate(networks):
-        for family in families:
-            run_row(network, family, small)
-        if index == 0 and extras and "1x512" in networks:
-            # 2. the whole_objective (exact) vs Adam target, same process, alternating
-            log("target: whole_objective (exact) sweep vs Adam epoch, n = 60000, 1x512, alternating")
-            results["target"] = spawn("target", {"n": 60_000, "network": "1x512", "data": args.data, "rounds": 3})
+    first, others = networks[:1], networks[1:]
+    for family in families:
+        run_row(first[0], family, small)
+    if extras and first == ["1x512"]:
+        # 2. the whole_objective (exact) vs Adam target, same process, alternating
+        log("target: whole_objective (exact) sweep vs Adam epoch, n = 60000, 1x512, alternating")
+        results["target"] = spawn("target", {"n": 60_000, "network": "1x512", "data": args.data, "rounds": 3})
+    for n in small:  # the other networks n by n, so that the budget cuts the most expensive cells
+        for network in others:
+            for family in families:
+                run_row(network, family, [n])
     if extras:
         # 4. sample sharding over host devices
         results["sharded"] = []
         if args.shard_devices > 1:
             for family in ("whole_objective_exact", "zeng_three_splitting", "monotone"):
-                if family not in families or over_budget():
+                if family not in families or over_budget(extra=600):  # the extras: 10 minutes more
                     continue
                 spec = {
                     "family": family,
@@ -890,7 +900,7 @@ def main(argv=None) -> int:
         # 6. the bundled real sets
         results["real"] = []
         for name in REAL_SETS:
-            if over_budget():
+            if over_budget(extra=600):
                 break
             log(f"real set {name}")
             results["real"].append(spawn("real", {"set": name}))
@@ -921,6 +931,34 @@ def main(argv=None) -> int:
     results["total_seconds"] = time.perf_counter() - started
     results["machine"]["load_end"] = list(os.getloadavg())
     write_outputs(results, args)
+    return 0
+
+
+def merge(args) -> int:
+    """One report from several runs: every run's cells (the later run's cell wins where both ran it), the
+    extras (target, sharding, GPU, real sets) of the first run that has each."""
+    runs = [json.loads(path.read_text()) for path in args.merge]
+    merged = dict(runs[0])
+    merged["command"] = " + ".join(r["command"] for r in runs)
+    merged["merged_from"] = [str(p) for p in args.merge]
+    cells: dict[tuple, dict] = {}
+    for run in runs:
+        for c in run["cells"]:
+            key = (c["network"], c["family"], c["n"])
+            if key not in cells or "seconds_per_sweep" in c or "seconds_per_sweep" not in cells[key]:
+                cells[key] = c
+    order = {net: i for i, net in enumerate(dict.fromkeys(c["network"] for r in runs for c in r["cells"]))}
+    fam = {f: i for i, f in enumerate(FAMILIES)}
+    merged["cells"] = sorted(cells.values(), key=lambda c: (order[c["network"]], fam.get(c["family"], 99), c["n"]))
+    for key in ("target", "sharded", "gpu", "real"):
+        found = next((r[key] for r in runs if r.get(key)), None)
+        if found is not None:
+            merged[key] = found
+    merged["slopes"] = slopes(merged["cells"])
+    merged["total_seconds"] = sum(r.get("total_seconds", 0) for r in runs)
+    merged["machine"] = {**runs[0]["machine"], "load_end": runs[-1]["machine"]["load_end"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_outputs(merged, args)
     return 0
 
 
