@@ -18,9 +18,14 @@ One run measures, on the same machine:
      targets). Time to target = (sweeps or steps to reach it) x (median seconds per sweep
      or step of that method's runs here). Writes the digits curves to a PNG.
 
-The per-sample reference of c. is ``tests/reference.py`` (the tests' NumPy float64 reference,
-imported from the repository's ``tests/`` folder); the backprop runs of d. are
-``bcd_jax.baselines.fit_backprop``; the timing helpers are ``bcd_jax.timing``.
+The per-sample reference of c. is ``bcd_jax.testing.reference_akiyama`` (the tests' NumPy
+float64 reference); the backprop runs of d. are ``bcd_jax.baselines.fit_backprop``; the timing
+helpers are ``bcd_jax.benchmarking.timing``. e. times 16 members of a grid in one compiled
+program (``bcd_jax.run_grid``) against 16 ``bcd_jax.fit`` calls one by one.
+
+The per-sweep times are those of the compiled loop the driver runs (``bcd_jax.run``): a sweep
+plus the driver's record of it (objective, training metrics, movement, the stopping rules) and,
+by default, the spectral diagnostics.
 
 Usage:
   python scripts/bench.py [--quick] [--out results/bench.json]
@@ -44,18 +49,18 @@ import numpy as np
 import optax
 
 import bcd_jax
-from bcd_jax import timing
 from bcd_jax.algorithms import make_data
-from bcd_jax.algorithms.akiyama_flops import diagnostics_flops, prepare_flops, sweep_flops, sweep_flops_breakdown
 from bcd_jax.baselines import fit_backprop
+from bcd_jax.benchmarking import timing
+from bcd_jax.benchmarking.akiyama_flops import diagnostics_flops, prepare_flops, sweep_flops, sweep_flops_breakdown
+from bcd_jax.benchmarking.flops import traced_sweep_flops
 from bcd_jax.datasets import load_digits
-from bcd_jax.driver.loop import compiled_loop, run_loop
-from bcd_jax.flops import traced_sweep_flops
+from bcd_jax.driver.loop import EvalSets, compiled_loop, run_loop
 from bcd_jax.io import atomic_write, atomic_write_text, dumps_json
+from bcd_jax.stopping import initial_stop_state, stop_arrays
+from bcd_jax.testing import reference_akiyama as reference
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' NumPy reference of the sweep (tests/reference.py)
-import reference  # noqa: E402
 
 FIG1 = dict(n=500, d_in=600, depth=5, width=30)
 LARGE = dict(n=8192, d_in=784, depth=7, width=256)
@@ -281,7 +286,10 @@ def compile_seconds(config, state, X, Y, num_sweeps: int) -> float | None:
             state.blocks,
             state.cache,
             data,
+            EvalSets(),
             config.hyper_arrays(X.dtype),
+            stop_arrays(config.stop, X.dtype),
+            initial_stop_state(np.nan, X.dtype),
             algorithm=config.algorithm,
             network=network,
             num_sweeps=num_sweeps,
@@ -414,20 +422,45 @@ def bench_speed_large(settings: Settings) -> dict:
 
 
 def bench_sweep_throughput(settings: Settings) -> dict:
-    """16 members of a hyperparameter sweep in one compiled program against 16 runs one by one."""
-    from bcd_jax.driver.sweeps import measure_throughput
-    from bcd_jax.experiments import DataSpec
+    """16 members of a grid in one compiled program (``bcd_jax.run_grid``) against 16 ``fit`` calls one by one.
 
-    log("e. sweep throughput: 16 members in one program vs one by one")
-    data = DataSpec(n=64, d_in=96, teacher_width=8) if settings.quick else DataSpec()
-    t = measure_throughput(members=16, sweeps=5, data=data, repeats=2 if settings.quick else 3)
+    Both sides run the Figure 1 configuration for 5 sweeps from seeds 0..15 with the same
+    numbers; each is compiled and run once before timing, and the best of the repeats is kept.
+    On CPU ``run_grid`` runs the members one after another inside its one program (its default
+    ``batch_size=1``: Akiyama's singular value bounding calls LAPACK, which a batch of members on
+    CPU would call concurrently); the one-by-one side pays a host call, its checks and its record
+    transfers per member.
+    """
+    log("e. grid throughput: 16 members in one program vs one by one")
+    members, sweeps = 16, 5
+    n, d_in = (64, 96) if settings.quick else (FIG1["n"], FIG1["d_in"])
+    config = fig1_config(FIG1["depth"], 8 if settings.quick else FIG1["width"]).with_overrides({"sweeps": sweeps})
+    X, Y = bcd_jax.teacher_problem(jax.random.key(0), n=n, d_in=d_in)
+    seeds = np.arange(members)
+    hyper = type(config.hyper)(*(np.full(members, float(v), np.float32) for v in config.hyper))
+
+    def one_program():
+        return bcd_jax.run_grid(X, Y, config, hyper, seeds).wall_time
+
+    def one_by_one():
+        t0 = time.perf_counter()
+        for seed in seeds:
+            jax.block_until_ready(bcd_jax.fit(X, Y, config, key=jax.random.key(int(seed)), progress=None).params)
+        return time.perf_counter() - t0
+
+    one_program(), one_by_one()  # compile both programs
+    repeats = 2 if settings.quick else 3
+    with measuring():
+        batched = min(one_program() for _ in range(repeats))
+    with measuring():
+        sequential = min(one_by_one() for _ in range(repeats))
     return {
-        "members": 16,
-        "sweeps": 5,
-        "sizes": dataclasses.asdict(data),
-        "one_program_seconds": t.batched_seconds,
-        "one_by_one_seconds": t.sequential_seconds,
-        "speedup": t.sequential_seconds / t.batched_seconds,
+        "members": members,
+        "sweeps": sweeps,
+        "sizes": {"n": n, "d_in": d_in, "depth": config.network.depth, "width": config.network.width},
+        "one_program_seconds": batched,
+        "one_by_one_seconds": sequential,
+        "speedup": sequential / batched,
     }
 
 
@@ -439,7 +472,10 @@ def compiled_memory(cfg, X, Y, params) -> dict:
         state.blocks,
         state.cache,
         make_data(X, Y, network),
+        EvalSets(),
         cfg.hyper_arrays(X.dtype),
+        stop_arrays(cfg.stop, X.dtype),
+        initial_stop_state(np.nan, X.dtype),
         algorithm=cfg.algorithm,
         network=network,
         num_sweeps=1,
@@ -466,7 +502,7 @@ def compiled_memory(cfg, X, Y, params) -> dict:
 
 
 def numpy_sweep_loop(W, V, X, Y, config):
-    """One sweep of ``tests/reference.py``: the pseudocode as it reads, one sample at a time (float64).
+    """One sweep of ``bcd_jax.testing.reference_akiyama``: the pseudocode as it reads, one sample at a time (float64).
 
     Python loops over the samples and the inner iterations, activations written out by hand;
     the tests' reference of the same update rules (per-sample 1/2 ||.||^2, mean weight
@@ -531,8 +567,8 @@ def _state_numpy(config, X, Y, params):
     state = bcd_jax.init_state(params, X, Y, config)
     blocks = state.blocks
     return (
-        [np.asarray(w) for w in blocks.weights],
-        [np.array(v) for v in blocks.hidden],
+        [np.asarray(w) for w in blocks.W],
+        [np.array(v) for v in blocks.V],
         np.asarray(X),
         np.asarray(Y),
         state,
@@ -570,7 +606,7 @@ def bench_references_fig1(settings: Settings) -> dict:
     log("c. NumPy references, Figure 1 size (agreement check, then timing)")
     W, V, Xn, Yn, state = _state_numpy(config, X, Y, params)
     jax_state, _ = bcd_jax.sweep(state, X, Y, config)
-    jax_blocks = list(jax_state.blocks.weights) + list(jax_state.blocks.hidden)
+    jax_blocks = list(jax_state.blocks.W) + list(jax_state.blocks.V)
     Wv, Vv = numpy_sweep_vectorised(W, [v.copy() for v in V], Xn, Yn, config)
     agreement = {"vectorised_vs_bcd_jax_max_rel_diff": _max_rel_diff(Wv + Vv, jax_blocks)}
     loop = time_numpy_reference(numpy_sweep_loop, config, X, Y, params, settings.loop_samples_fig1, 1)
@@ -698,7 +734,7 @@ def run_optax_grid(X, Y, config, params, name, make, lrs, steps) -> list[dict]:
     for lr in lrs:
         with measuring():
             res = backprop(X, Y, config, params, make, lr, steps)
-        hist = np.asarray(res.train_loss, np.float64)
+        hist = np.asarray(res.history.train_mse, np.float64)  # mean ||f(x) - y||^2, as bcd_jax's train_mse
         runs.append(
             _run_summary(
                 f"{name} lr={lr}",
@@ -910,7 +946,7 @@ def report(results: dict) -> str:
     c = results["references"]
     lines.append("")
     lines.append(
-        "== c. reference implementations of the same sweep (tests/reference.py per-sample loop in float64; "
+        "== c. reference implementations of the same sweep (reference_akiyama per-sample loop in float64; "
         "vectorised NumPy and bcd_jax in float32) =="
     )
     lines.append(

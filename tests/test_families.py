@@ -539,8 +539,9 @@ def test_iterates_equal_the_float64_reference(name, x64, tmp_path):
 # -- sample sharding: every family in ONE subprocess with 8 host devices ---------------------------------
 
 # Every family's default structure, and the structural modes whose data-only caches run over the
-# samples in another way (inner="exact": the pseudo-inverse of X, (d_in, n)); whole_objective's exact
-# sweep deadlocked on 2-4 CPU devices in 0.2 (batched LAPACK calls running at once on every device).
+# samples in another way (inner="exact": the factor of X's Gram, X^T X summed over the samples);
+# whole_objective's exact sweep deadlocked on 2-4 CPU devices in 0.2 (batched LAPACK calls running at
+# once on every device).
 SHARDED_RUNS = {name: {"name": name} for name in FAMILIES}
 SHARDED_RUNS.update(
     {f"{name}-inner_exact": {"name": name, "inner": "exact"} for name in ("monotone", "relu_skip", "whole_objective")}

@@ -66,7 +66,7 @@ def _long_gd_vs_exact(algorithm, n, d_in, x64_steps=4000):
     params = bcd_jax.init_params(jax.random.key(2), cfg, d_in, 1, dtype=jnp.float64)
     gd = _run(cfg, X, Y, params, 1)
     exact = _run(cfg.with_overrides({"algorithm.inner": "exact"}), X, Y, params, 1)
-    assert exact.cache.x_pinv is not None and gd.cache.x_pinv is None
+    assert exact.cache.x_factor is not None and gd.cache.x_factor is None
     return gd, exact
 
 

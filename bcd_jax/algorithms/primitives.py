@@ -17,6 +17,8 @@ __all__ = [
     "top_gram_eigenvalue",
     "spectral_norm",
     "pseudo_inverse",
+    "least_squares_factor",
+    "apply_pseudo_inverse",
     "gram_form_gd",
     "use_gram_form",
     "project_nonneg",
@@ -59,6 +61,31 @@ def pseudo_inverse(X: jax.Array) -> jax.Array:
     ridge = 10 * jnp.finfo(X.dtype).eps * jnp.trace(gram) / gram.shape[0]
     factor = jax.scipy.linalg.cho_factor(gram + ridge * jnp.eye(gram.shape[0], dtype=X.dtype))
     return jax.scipy.linalg.cho_solve(factor, X).T if n <= d else jax.scipy.linalg.cho_solve(factor, X.T)
+
+
+def least_squares_factor(X: jax.Array) -> jax.Array:
+    """The lower Cholesky factor of X's smaller Gram matrix, for :func:`apply_pseudo_inverse`.
+
+    ``X X^T`` for n <= d, ``X^T X`` otherwise, with the ridge of :func:`pseudo_inverse`: a
+    ``(min(n, d), min(n, d))`` matrix, so what is kept is O(d^2) whatever n (``pinv(X)`` itself
+    is ``(d, n)``, a second copy of the data).
+    """
+    n, d = X.shape
+    gram = X @ X.T if n <= d else X.T @ X
+    ridge = 10 * jnp.finfo(X.dtype).eps * jnp.trace(gram) / gram.shape[0]
+    return jnp.linalg.cholesky(gram + ridge * jnp.eye(gram.shape[0], dtype=X.dtype))
+
+
+def apply_pseudo_inverse(X: jax.Array, factor: jax.Array, R: jax.Array) -> jax.Array:
+    """``pinv(X) @ R`` for ``R: (n, k)`` from ``factor = least_squares_factor(X)``, without forming pinv(X).
+
+    ``X^T ((X X^T)^-1 R)`` for n <= d, ``(X^T X)^-1 (X^T R)`` otherwise (as :func:`pseudo_inverse`):
+    ``2 n d k`` FLOPs for the product with X plus ``2 min(n, d)^2 k`` for the two triangular solves.
+    """
+    n, d = X.shape
+    if n <= d:
+        return X.T @ jax.scipy.linalg.cho_solve((factor, True), R)
+    return jax.scipy.linalg.cho_solve((factor, True), X.T @ R)
 
 
 def use_gram_form(n: int, d: int, steps: int) -> bool:

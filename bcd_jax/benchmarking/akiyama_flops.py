@@ -17,8 +17,8 @@ Algorithm 1 or 3, the K_W loop in its primal form on ``W_1`` or its Gram form on
   leading-order counts (LU of an r x r matrix ``2/3 r^3``; one solve with both triangles
   ``2 r^2`` per right-hand side). Everything else is exact.
 
-Data-only work done once per run, not per sweep (``X X^T`` for the Gram form, ``pinv(X)`` for
-``inner="exact"``), is :func:`prepare_flops`. The per-sweep diagnostics are
+Data-only work done once per run, not per sweep (``X X^T`` for the Gram form, the Cholesky factor of
+X's smaller Gram for ``inner="exact"``), is :func:`prepare_flops`. The per-sweep diagnostics are
 :func:`diagnostics_flops` (products exact, decompositions estimated, elementwise work not
 counted: well under 1% of a sweep at the paper's sizes). :func:`bcd_jax.benchmarking.flops.traced_sweep_flops`
 counts the compiled program itself, which cross-checks these formulas.
@@ -118,8 +118,11 @@ def sweep_flops_breakdown(config: Config, n: int, d_in: int, d_out: int = 1) -> 
     linear = spec.linear_first_layer_fit
     grad_z = n * r if linear else n * r * (c_val + c_der) + 2 * n * r  # g = z - V_1 or ds * (s - V_1)
     if exact:
-        # W_1 <- W_1 + (pinv(X) (sigma^{-1}(V_1) - X W_1^T))^T
-        out["W_1"] = matmul_flops(n, d, r) + (0 if linear else n * r * c_inv) + n * r + matmul_flops(d, n, r) + r * d
+        # W_1 <- W_1 + (pinv(X) R)^T, R = sigma^{-1}(V_1) - X W_1^T, through the factor of X's smaller Gram:
+        # X^T (G^-1 R) for n <= d, G^-1 (X^T R) otherwise (two triangular solves, 2 k^2 r with k = min(n, d))
+        solves = 2 * min(n, d) ** 2 * r
+        out["W_1"] = matmul_flops(n, d, r) + (0 if linear else n * r * c_inv) + n * r + matmul_flops(d, n, r) + solves
+        out["W_1"] += r * d
     elif algorithm.uses_gram_form(n, d):
         # z0 = X W_1^T; K_W times: z = c z0 + G B^T, g(z), B <- s B - step gamma g^T / n; W_1 = c W_1 + B X
         per_step = 2 * n * r + matmul_flops(n, n, r) + grad_z + 4 * n * r
@@ -175,15 +178,14 @@ def diagnostics_flops(config: Config, n: int, d_in: int, d_out: int = 1) -> int:
 def prepare_flops(config: Config, n: int, d_in: int) -> int:
     """FLOPs of the data-only work :meth:`bcd_jax.Akiyama.prepare` does once per run (not per sweep).
 
-    ``X X^T`` when the K_W loop runs in the Gram form (``2 n^2 d``); ``pinv(X)`` for
-    ``inner="exact"``, through the Cholesky factor of the smaller Gram matrix: with
-    ``m = max(n, d) >= k = min(n, d)``, the Gram ``2 m k^2``, the factorisation ``k^3 / 3`` and the
-    two triangular solves against the ``m`` right-hand sides ``2 m k^2``.
+    ``X X^T`` when the K_W loop runs in the Gram form (``2 n^2 d``); for ``inner="exact"``, the
+    Cholesky factor of the smaller Gram matrix (the exact W_1 block applies ``pinv(X)`` through it):
+    with ``m = max(n, d) >= k = min(n, d)``, the Gram ``2 m k^2`` and the factorisation ``k^3 / 3``.
     """
     algorithm, n, d_in, _ = _check(config, n, d_in, 1)
     d = _features(config, d_in)
     flops = matmul_flops(n, d, n) if algorithm.uses_gram_form(n, d) else 0
     if algorithm.inner == "exact":
         m, k = max(n, d), min(n, d)
-        flops += 2 * m * k * k + k**3 // 3 + 2 * m * k * k
+        flops += 2 * m * k * k + k**3 // 3
     return flops

@@ -9,6 +9,7 @@ options make it smaller, instead of failing after minutes with a traceback — o
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import jax
@@ -23,8 +24,20 @@ class MemoryNeedError(ValueError):
     """A compiled program needs more memory than the device has free."""
 
 
+# program -> its need: XLA's memory_analysis() costs 5-30 ms a call on a 2-core CPU (more than a whole short
+# fit), and fit() asks it of the same cached program on every call.
+_NEEDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def program_bytes(program) -> int | None:
-    """Bytes a compiled program needs (arguments + outputs + temporaries - aliased), or None if unknown."""
+    """Bytes a compiled program needs (arguments + outputs + temporaries - aliased), or None if unknown.
+
+    Remembered per program object (the analysis of a compiled program never changes).
+    """
+    try:
+        return _NEEDS[program]
+    except (KeyError, TypeError):  # not asked yet, or an object that takes no weak reference
+        pass
     try:
         stats = program.memory_analysis()
     except Exception:  # noqa: BLE001 - not every backend reports it
@@ -32,7 +45,12 @@ def program_bytes(program) -> int | None:
     if stats is None:
         return None
     total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-    return int(total - stats.alias_size_in_bytes)
+    need = int(total - stats.alias_size_in_bytes)
+    try:
+        _NEEDS[program] = need
+    except TypeError:
+        pass
+    return need
 
 
 def available_bytes(device=None) -> int | None:
