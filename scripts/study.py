@@ -636,6 +636,40 @@ def setting_text(row: dict) -> str:
     return f"{setting + ', ' if setting else ''}{row['iteration']}/{row['budget']} {unit}"
 
 
+def summary(results: dict) -> str:
+    """One line per problem: the strongest backprop baseline, the best BCD family on the test set,
+    the gap, and each one's seconds to the baseline's test metric; the references as context."""
+    lines = [
+        "| problem | strongest backprop baseline | best BCD family | BCD − baseline | s to the baseline's "
+        "test (BCD / baseline) | scikit-learn |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, block in results["problems"].items():
+        task = block["task"]
+        regression = task == "regression"
+        rows = block["rows"]
+        base = next(r for r in rows if r["method"] == block["strongest"])
+        bcd = [r for r in rows if r["kind"] == "bcd"]
+        best = (min if regression else max)(bcd, key=lambda r: r["test"])
+        gap = best["test"] - base["test"]
+        gap_text = f"{gap:+.4f}" if regression else f"{100 * gap:+.1f} points"
+
+        def reach(row):
+            if row["seconds_to_target"] is not None:
+                return fmt_s(row["seconds_to_target"])
+            return "never" if row["reached_target"].startswith("0/") else f"— ({row['reached_target']})"
+
+        refs = ", ".join(
+            f"{r['method'].split(' (')[0]} {fmt(r['test'], task)}" for r in rows if r["kind"] == "reference"
+        )
+        lines.append(
+            f"| {name} | {base['method']}: {fmt(base['test'], task)} ± {fmt(base['test_std'], task)} "
+            f"| {best['method']}: {fmt(best['test'], task)} ± {fmt(best['test_std'], task)} | {gap_text} "
+            f"| {reach(best)} / {reach(base)} | {refs} |"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def table(results: dict) -> str:
     lines = []
     for name, block in results["problems"].items():
@@ -797,7 +831,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
-        atomic_write_text(args.out / "study.md", header(results) + table(results))
+        atomic_write_text(args.out / "study.md", header(results) + summary(results) + table(results))
         for name, block in results["problems"].items():
             plot(name, block, args.out / f"study_{name}.png")
         written = write_configs(args.write_configs, results) if args.write_configs is not None else []
@@ -838,7 +872,7 @@ def main(argv=None) -> int:
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results = jsonable(results)
     atomic_write_text(args.out / "study.json", dumps_json(results, indent=1) + "\n")
-    atomic_write_text(args.out / "study.md", header(results) + table(results))
+    atomic_write_text(args.out / "study.md", header(results) + summary(results) + table(results))
     if args.write_configs is not None:
         write_configs(args.write_configs, results)
     print(f"wrote {args.out}/study.json, study.md and study_<problem>.png ({results['total_seconds']:.0f} s)")
