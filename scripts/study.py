@@ -741,8 +741,8 @@ def plot(name: str, block: dict, path: Path) -> None:
     if task == "regression":
         ax.set_yscale("log")
     else:
-        top = max(r["test"] for r in block["rows"])
-        ax.set_ylim(max(0.0, top - 0.12), min(1.0, top + 0.02))
+        kept = [r["test"] for r in block["rows"]]
+        ax.set_ylim(max(0.0, min(kept) - 0.03), min(1.0, max(kept) + 0.02))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6, loc="lower right")
     ax.set_title(name)
