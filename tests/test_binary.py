@@ -203,3 +203,142 @@ def test_fit_and_predict_use_the_true_activation(activation):
     accuracy = np.mean(np.argmax(pred, axis=1) == y)
     assert abs(accuracy - result.history.train_accuracy[-1]) < 1e-6
     assert abs(accuracy - bcd_jax.evaluate(result.params, X, y, config)["accuracy"]) < 1e-6
+
+
+# -- annealed_three_splitting: the same network, its jumps annealed from ramps ---------------------
+
+
+def _ramped_pieces(pieces, ramp):
+    """The plain pieces with every jump made a linear ramp of half-width ramp * gap / 2 (written here
+    from the definition in bcd_jax.algorithms.annealed's docstring, not from its code)."""
+    if ramp == 0 or any(p[2] != 0 for p in pieces):
+        return pieces
+    levels = [p[3] for p in pieces]
+    jumps = [p[0] for p in pieces[1:]]
+    gaps = [b - a for a, b in zip(jumps, jumps[1:])]
+    w = ramp * (min(gaps) if gaps else abs(levels[1] - levels[0])) / 2
+    out, low = [], -INF
+    for m, t in enumerate(jumps):
+        out.append((low, t - w, 0.0, levels[m]))
+        slope = (levels[m + 1] - levels[m]) / (2 * w)
+        out.append((t - w, t + w, slope, levels[m] - slope * (t - w)))
+        low = t + w
+    out.append((low, INF, 0.0, levels[-1]))
+    return tuple(p for p in out if p[0] < p[1])
+
+
+def _annealed(activation, *, ramp, hyper, bias="all", loss="squared", depth=4, width=4):
+    network = bcd_jax.Network(depth=depth, width=width, activation=activation, bias=bias, loss=loss)
+    algorithm = bcd_jax.get_algorithm("annealed_three_splitting", ramp=ramp)
+    return bcd_jax.Config(network=network, algorithm=algorithm, hyper=hyper, sweeps=4)
+
+
+ANNEAL_HYPER = {"gamma": 2.0, "rho": 0.6, "alpha": 0.3, "weight_decay": 0.1, "ramp_decay": 0.5, "ramp_min": 0.15}
+
+
+@pytest.mark.parametrize(
+    "activation,loss",
+    [
+        ("sign", "squared"),
+        ("step", "softmax_cross_entropy"),
+        ("quantized(levels=4)", "squared"),
+        (["relu", "sign", "quantized(levels=4)"], "squared"),
+    ],
+)
+def test_annealed_iterates_equal_the_reference_on_the_ramped_pieces(x64, activation, loss):
+    """Ramps 0.8, 0.4, 0.2 then 0 (below ramp_min): each sweep equals the reference's three-splitting
+    sweep on that ramp's pieces, and the last one the plain sweep on the staircase."""
+    config = _annealed(activation, ramp=0.8, hyper=ANNEAL_HYPER, loss=loss)
+    rng = np.random.default_rng(4)
+    n, d_in, d_out = 7, 5, 3
+    X = rng.normal(size=(n, d_in))
+    Y = rng.normal(size=(n, d_out)) if loss == "squared" else np.eye(d_out)[np.arange(n) % d_out]
+    params = bcd_jax.init_params(jax.random.key(2), config, d_in, d_out, dtype=jnp.float64)
+    state = bcd_jax.init_state(params, X, Y, config)
+    pieces = _layer_pieces(activation, 4)
+    W = [None] + [np.asarray(w, np.float64) for w in params]
+    V, U = ref.forward(W, np.concatenate([X, np.ones((n, 1))], axis=1), 0.0, False, True, pieces=pieces)
+    h = config.hyper
+    grad = None if loss == "squared" else _cross_entropy_grad
+    for sweep, ramp in enumerate([0.8, 0.4, 0.2, 0.0]):
+        assert float(state.blocks.ramp) == pytest.approx(ramp, abs=1e-15)
+        state, info = bcd_jax.sweep(state, X, Y, config)
+        layer = [_ramped_pieces(p, ramp) for p in pieces]
+        W, V, U = ref.three_splitting_sweep(
+            W, V, U, Y, h.gamma, h.rho, h.alpha, h.weight_decay, 0.0, False, True, grad, pieces=layer
+        )
+        for j in range(1, len(W)):
+            assert_close(state.blocks.W[j - 1], W[j], 1e-10, f"sweep {sweep + 1} W_{j}")
+            assert_close(state.blocks.V[j - 1], V[j], 1e-10, f"sweep {sweep + 1} V_{j}")
+            assert_close(state.blocks.U[j - 1], U[j], 1e-10, f"sweep {sweep + 1} U_{j}")
+        assert float(info.extras.ramp) == pytest.approx(ramp, abs=1e-15)
+        if loss == "squared":
+            expected = ref.objective(W, V, U, Y, h.gamma, h.rho, h.weight_decay, 0.0, False, True, True, pieces=layer)
+            assert_close(info.extras.end_objective, expected, 1e-10, "end objective")
+
+
+def test_annealed_with_no_ramp_is_the_plain_three_splitting(x64):
+    X, y = _classification(dtype=np.float64)
+    hyper = {"gamma": 1.0, "rho": 1.0, "alpha": 0.5}
+    network = bcd_jax.Network(depth=3, width=8, activation="sign", bias="all", loss="squared_multiclass")
+    plain = bcd_jax.Config(network=network, algorithm=bcd_jax.Zeng("three"), hyper=hyper, sweeps=3)
+    annealed = bcd_jax.Config(
+        network=network, algorithm=bcd_jax.get_algorithm("annealed_three_splitting", ramp=0.0), hyper=hyper, sweeps=3
+    )
+    a = bcd_jax.fit(X, y, plain, key=jax.random.key(0), progress=None)
+    b = bcd_jax.fit(X, y, annealed, key=jax.random.key(0), progress=None)
+    for name in ("W", "V", "U"):
+        for x, z in zip(getattr(a.state.blocks, name), getattr(b.state.blocks, name)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+    np.testing.assert_array_equal(a.history.objective, b.history.objective)
+
+
+@pytest.mark.parametrize("name", FLAT)
+@pytest.mark.parametrize("ramp", [1.0, 0.3, 0.02])
+def test_the_ramped_prox_is_exact(x64, name, ramp):
+    """The ramped staircase's prox against a fine grid (and its value against the plain pieces)."""
+    from bcd_jax.algorithms.annealed import ramped
+
+    pieces = _ramped_pieces(PIECES[name], ramp)
+    stand_in = ramped(bcd_jax.get_activation(name), ramp)
+    grid = np.linspace(-5, 5, 200_001)
+    sigma = np.vectorize(lambda u: ref.piecewise_value(u, pieces))(grid)
+    np.testing.assert_allclose(np.asarray(stand_in(jnp.asarray(grid))), sigma, atol=1e-12)
+    rng = np.random.default_rng(5)
+    a, z = rng.normal(size=60) * 1.5, rng.normal(size=60) * 1.5
+    weight = rng.uniform(0.05, 5.0, size=60)
+    u = np.asarray(stand_in.prox(jnp.asarray(a), jnp.asarray(z), jnp.asarray(weight)))
+    for k in range(len(a)):
+        cost = (ref.piecewise_value(u[k], pieces) - a[k]) ** 2 + weight[k] * (u[k] - z[k]) ** 2
+        assert cost <= np.min((sigma - a[k]) ** 2 + weight[k] * (grid - z[k]) ** 2) + 1e-12
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("activation", ["sign", "quantized(levels=4)"])
+def test_annealed_sweeps_never_increase_the_objective_they_descend(activation, dtype, rtol):
+    """Each sweep lowers F at its own ramp (extras.end_objective <= the previous entry's objective);
+    the ramp follows ramp * decay^k until it drops below ramp_min, then is 0, and from there on the
+    history (the true network's F) never increases."""
+    X, y = _classification(dtype=dtype)
+    hyper = {"gamma": 1.0, "rho": 1.0, "alpha": 0.5, "ramp_decay": 0.6, "ramp_min": 0.1}
+    config = _annealed(activation, ramp=1.0, hyper=hyper, loss="squared_multiclass", width=16).replace(sweeps=10)
+    with jax.enable_x64(dtype == np.float64):
+        result = bcd_jax.fit(X, y, config, key=jax.random.key(0), progress=None)
+    history = result.history
+    before = np.asarray(history.objective[:-1], np.float64)
+    assert np.all(np.asarray(history.extras.end_objective[1:]) <= before + rtol * np.abs(before))
+    expected = [0.6**k if 0.6**k >= 0.1 else 0.0 for k in range(10)]
+    np.testing.assert_allclose(history.extras.ramp[1:], expected, rtol=1e-6)
+    exact = int(np.argmax(history.extras.ramp[1:] == 0)) + 1  # the first sweep on the true staircase
+    _check_monotone(history.objective[exact:], rtol)
+
+
+def test_annealed_options_are_checked():
+    with pytest.raises(ValueError, match="ramp"):
+        bcd_jax.get_algorithm("annealed_three_splitting", ramp=1.5)
+    with pytest.raises(ValueError, match="splitting"):
+        bcd_jax.algorithms.AnnealedThreeSplitting(splitting="two")
+    network = bcd_jax.Network(depth=3, width=4, activation="sign", bias="all")
+    for field, value in (("ramp_decay", 0.0), ("ramp_decay", 1.5), ("ramp_min", -1.0)):
+        with pytest.raises(ValueError, match=f"hyper.{field}"):
+            bcd_jax.Config(network=network, algorithm="annealed_three_splitting", hyper={field: value})
