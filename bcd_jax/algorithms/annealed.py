@@ -53,7 +53,8 @@ class AnnealedHyper(NamedTuple):
     """The traced numbers: Zeng's four and the ramp's schedule.
 
     Attributes:
-      gamma, rho, alpha, weight_decay: as :class:`bcd_jax.ZengHyper`.
+      gamma, rho, alpha, weight_decay: as :class:`bcd_jax.ZengHyper` (alpha defaults to 1 here, not
+        the authors' 5: what the binary study used, docs/binary-networks.md).
       ramp_decay: the ramp is multiplied by this after every sweep, in (0, 1] (1: a fixed ramp).
       ramp_min: a ramp below this is set to exactly 0 (the true staircase from then on), >= 0.
     """
