@@ -15,6 +15,8 @@ relu_noskip              Algorithm 3 without skips (Figure 2 ablation)  ``akiyam
 whole_objective          Akiyama's sweep descending the whole F         ``whole_objective.py``
 zeng_three_splitting     Zeng et al. 2019: blocks W, V, U, closed forms ``zeng.py``
 zeng_two_splitting       Zeng et al. 2019: blocks W, V, prox-linear     ``zeng.py``
+annealed_three_splitting the three-splitting, staircase jumps annealed ``annealed.py``
+                         from ramps (step, sign, quantised networks)
 ======================== ============================================= ==========================
 """
 
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaHyper
+from bcd_jax.algorithms.annealed import AnnealedHyper, AnnealedThreeSplitting
 from bcd_jax.algorithms.base import REGISTERED_CLASSES, Algorithm, Data, make_data
 from bcd_jax.algorithms.layered import LayerBlocks
 from bcd_jax.algorithms.whole_objective import WholeObjective, WholeObjectiveHyper
@@ -37,6 +40,8 @@ __all__ = [
     "Algorithm",
     "Akiyama",
     "AkiyamaHyper",
+    "AnnealedHyper",
+    "AnnealedThreeSplitting",
     "Data",
     "LayerBlocks",
     "WholeObjective",
@@ -98,6 +103,7 @@ for _variant in ("monotone", "relu_skip", "relu_noskip"):
 for _splitting in ("three", "two"):
     register(f"zeng_{_splitting}_splitting", functools.partial(Zeng, splitting=_splitting))
 register("whole_objective", WholeObjective)
+register("annealed_three_splitting", functools.partial(AnnealedThreeSplitting, splitting="three"))
 
 
 def get_algorithm(algorithm: str | Algorithm | dict[str, Any], *, module: str | None = None, **structure) -> Algorithm:

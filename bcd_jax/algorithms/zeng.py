@@ -271,10 +271,15 @@ class Zeng(Algorithm):
             return (y + scale * coupled + hyper.alpha * v) / (1.0 + scale + hyper.alpha)
         return (scale * coupled + hyper.alpha * v - jax.grad(loss)(v, y)) / (scale + hyper.alpha)
 
-    def _three_splitting(self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network) -> ZengBlocks:
+    def _three_splitting(
+        self, blocks: ZengBlocks, data: Data, hyper: ZengHyper, network: Network, sigmas=None
+    ) -> ZengBlocks:
+        """One three-splitting sweep. ``sigmas``: the hidden activations the objective uses (each with
+        ``__call__`` and an exact ``prox``), by default the network's own; a family that trains on
+        stand-ins for them (``annealed_three_splitting``'s ramps) passes its own."""
         W, V, U = list(blocks.W), list(blocks.V), list(blocks.U)
         N = len(W)
-        sigmas = network.layer_activations
+        sigmas = network.layer_activations if sigmas is None else sigmas
         g, rho, alpha, lam = hyper.gamma, hyper.rho, hyper.alpha, hyper.weight_decay
         loss = network.loss_fn
         skip = network.skip
@@ -357,10 +362,10 @@ class Zeng(Algorithm):
         return ZengBlocks(tuple(W), tuple(V), ())
 
     # -- diagnostics ---------------------------------------------------------------------------
-    def _gaps(self, blocks: ZengBlocks, data: Data, network: Network):
+    def _gaps(self, blocks: ZengBlocks, data: Data, network: Network, sigmas=None):
         W, V = blocks.W, blocks.V
         N = len(W)
-        sigmas = network.layer_activations
+        sigmas = network.layer_activations if sigmas is None else sigmas
         act, lin = [], []
         for j in range(1, N + 1):
             z = self._inputs(V, data, network, j) @ W[j - 1].T

@@ -5,6 +5,14 @@ nothing with bcd_jax: Python loops over samples, layers and entries; each weight
 normal equations as a sum of per-sample outer products; the ReLU / leaky-ReLU prox of U compares
 the two linear pieces by hand.
 
+Any piecewise-linear activation -- continuous (ReLU) or not (step, sign, quantised staircases) --
+is given as its ``pieces``: plain tuples ``(low, high, slope, intercept)`` in increasing order
+from -inf to inf, each closed on the left and open on the right (``sigma`` right-continuous at a
+jump). :func:`piecewise_value` evaluates it and :func:`scalar_prox_pieces` is its exact scalar
+prox, written from the definition without any grid search; ``forward``, ``three_splitting_sweep``
+and ``objective`` take ``pieces=`` (one activation for every hidden layer, or a list with one per
+hidden layer) in place of the LeakyReLU slope.
+
 Indexing is the paper's: ``W[j]``, ``V[j]``, ``U[j]`` for j = 1..N (index 0 of W and U unused,
 ``V[0]`` is the input with its bias column). ``bias_all``: every layer input gets a constant 1.
 """
@@ -30,6 +38,66 @@ def scalar_prox(a, t, g, slope):
 
     costs = [cost(u) for u in candidates]
     return candidates[0] if costs[0] <= costs[1] else candidates[1]
+
+
+def piecewise_value(u, pieces):
+    """sigma(u) for the activation given by ``pieces`` (the piece whose [low, high) holds u)."""
+    for low, high, slope, intercept in pieces:
+        if low <= u < high:
+            return slope * u + intercept
+    raise ValueError(f"u = {u!r} lies on no piece of {pieces!r}")
+
+
+def _last_below(x):
+    """The largest float64 below ``x`` that is not subnormal.
+
+    A piece that ends at a jump is open there; its best point may be the last float below the
+    jump. Next to a jump at 0 that float would be subnormal, and XLA on CPU flushes subnormals to
+    zero (so the JAX iterate would sit ON the jump, on the other piece): like bcd_jax, take the
+    smallest normal number below 0, ``-tiny``, instead."""
+    below = np.nextafter(x, -np.inf)
+    tiny = np.finfo(np.float64).tiny
+    return -tiny if abs(below) < tiny else below
+
+
+def scalar_prox_pieces(a, t, g, pieces):
+    """argmin_u (sigma(u) - a)^2 + g (u - t)^2 for the piecewise-linear sigma of ``pieces``, exactly.
+
+    On the piece ``[low, high)`` with ``sigma(u) = s u + c`` the cost is a convex quadratic, so its
+    best point is the unconstrained minimiser ``(s (a - c) + g t) / (s^2 + g)`` clipped to the
+    piece (to the last float below ``high`` when sigma jumps there: the piece is open at a jump,
+    and its value does not reach ``high``). The minimiser is the best of these candidates; a tie
+    goes to the piece further right."""
+    best_u, best_cost = None, None
+    for k, (low, high, s, c) in enumerate(pieces):
+        u = (s * (a - c) + g * t) / (s * s + g)
+        if k + 1 < len(pieces):
+            next_s, next_c = pieces[k + 1][2], pieces[k + 1][3]
+            if s * high + c != next_s * high + next_c:  # a jump: the piece is open at high
+                high = _last_below(high)
+        u = min(max(u, low), high)
+        cost = (s * u + c - a) ** 2 + g * (u - t) ** 2
+        if best_cost is None or cost <= best_cost:
+            best_u, best_cost = u, cost
+    return best_u
+
+
+def layer_pieces(pieces, N):
+    """Per hidden layer 1..N-1 (index 0 unused): one activation's pieces repeated, or the list given."""
+    if pieces is None:
+        return None
+    one = all(isinstance(p, tuple) and len(p) == 4 and not isinstance(p[0], tuple) for p in pieces)
+    per_layer = [tuple(pieces)] * (N - 1) if one else [tuple(p) for p in pieces]
+    if len(per_layer) != N - 1:
+        raise ValueError(f"pieces: expected one activation or N - 1 = {N - 1} of them, got {len(per_layer)}")
+    return [None, *per_layer]
+
+
+def _sigma(slope, pieces, j):
+    """The activation of hidden layer j: the pieces' sigma when given, else the LeakyReLU of ``slope``."""
+    if pieces is None:
+        return leaky(slope)[0]
+    return np.vectorize(lambda u: piecewise_value(float(u), pieces[j]), otypes=[np.float64])
 
 
 def ridge(W_old, targets, inputs, scale, alpha, lam):
@@ -61,10 +129,12 @@ def jacobi(W_old, targets, inputs, scale, alpha, lam):
     return np.concatenate([W_new, b_new[:, None]], axis=1)
 
 
-def forward(W, X, slope, skip, bias_all):
-    """Blocks at init: U_j = W_j [V_{j-1}; 1], V_j = sigma(U_j) (+ V_{j-1}), V_N = U_N."""
-    f, _ = leaky(slope)
+def forward(W, X, slope, skip, bias_all, pieces=None):
+    """Blocks at init: U_j = W_j [V_{j-1}; 1], V_j = sigma(U_j) (+ V_{j-1}), V_N = U_N.
+
+    ``pieces``: the hidden activation(s) as pieces (see the module docstring); None: LeakyReLU(slope)."""
     N = len(W) - 1
+    pieces = layer_pieces(pieces, N)
     n = X.shape[0]
     V = [[None] * n for _ in range(N + 1)]
     U = [[None] * n for _ in range(N + 1)]
@@ -73,29 +143,36 @@ def forward(W, X, slope, skip, bias_all):
         V[0][i] = h
         for j in range(1, N + 1):
             u = W[j] @ (h if j == 1 else with_one(h, bias_all))
-            v = u if j == N else f(u) + (h if skip and j >= 2 else 0.0)
+            v = u if j == N else _sigma(slope, pieces, j)(u) + (h if skip and j >= 2 else 0.0)
             U[j][i], V[j][i] = u, v
             h = v
     return [np.array(v) for v in V], [None] + [np.array(u) for u in U[1:]]
 
 
 def three_splitting_sweep(
-    W, V, U, Y, gamma, rho, alpha, lam, slope, skip, bias_all, loss_grad=None, bias_update="joint"
+    W, V, U, Y, gamma, rho, alpha, lam, slope, skip, bias_all, loss_grad=None, bias_update="joint", pieces=None
 ):
     """One sweep (output block, then V_j, U_j, W_j for j = N-1..1); returns new lists W, V, U.
 
     ``loss_grad``: None for the squared loss 1/2||v - y||^2 (exact prox), else a function
     ``(v, y) -> gradient`` for the prox-linear output step. ``bias_update="jacobi"``: the weight
-    blocks take the authors' Jacobi (W, b) step instead of the joint ridge solve.
+    blocks take the authors' Jacobi (W, b) step instead of the joint ridge solve. ``pieces``: the
+    hidden activation(s) as pieces (one for all layers, or one per hidden layer; ``slope`` is then
+    unused): sigma and the U prox come from them (:func:`scalar_prox_pieces`).
     """
     solve = jacobi if bias_update == "jacobi" else ridge
-    f, _ = leaky(slope)
     W, V, U = [None if w is None else w.copy() for w in W], [v.copy() for v in V], [None] + [u.copy() for u in U[1:]]
     N = len(W) - 1
     n = Y.shape[0]
+    layers = layer_pieces(pieces, N)
 
     def inp(j, i):
         return V[0][i] if j == 1 else with_one(V[j - 1][i], bias_all)
+
+    def prox(a, t, g, j):
+        if layers is None:
+            return scalar_prox(a, t, g, slope)
+        return scalar_prox_pieces(a, t, g, layers[j])
 
     for i in range(n):
         if loss_grad is None:
@@ -107,6 +184,7 @@ def three_splitting_sweep(
     W[N] = solve(W[N], U[N], [inp(N, i) for i in range(n)], rho, alpha, lam)
 
     for j in range(N - 1, 0, -1):
+        f, f_next = _sigma(slope, layers, j), (_sigma(slope, layers, j + 1) if j + 1 < N else None)
         Wn = W[j + 1][:, :-1] if bias_all else W[j + 1]
         bn = W[j + 1][:, -1] if bias_all else np.zeros(W[j + 1].shape[0])
         couple = skip and j + 1 <= N - 1
@@ -114,13 +192,13 @@ def three_splitting_sweep(
         for i in range(n):
             rhs = rho * Wn.T @ (U[j + 1][i] - bn) + gamma * (f(U[j][i]) + (V[j - 1][i] if skip and j >= 2 else 0.0))
             if couple:
-                rhs = rhs + gamma * (V[j + 1][i] - f(U[j + 1][i]))
+                rhs = rhs + gamma * (V[j + 1][i] - f_next(U[j + 1][i]))
             V[j][i] = np.linalg.solve(M, rhs)
         for i in range(n):
             a = V[j][i] - (V[j - 1][i] if skip and j >= 2 else 0.0)
             z = W[j] @ inp(j, i)
             t = (rho * z + alpha * U[j][i]) / (rho + alpha)
-            U[j][i] = np.array([scalar_prox(a[k], t[k], (rho + alpha) / gamma, slope) for k in range(len(a))])
+            U[j][i] = np.array([prox(a[k], t[k], (rho + alpha) / gamma, j) for k in range(len(a))])
         W[j] = solve(W[j], U[j], [inp(j, i) for i in range(n)], rho, alpha, lam)
     return W, V, U
 
@@ -169,10 +247,10 @@ def two_splitting_sweep(W, V, Y, gamma, alpha, lam, slope, skip, bias_all, loss_
     return W, V
 
 
-def objective(W, V, U, Y, gamma, rho, lam, slope, skip, bias_all, three, loss=None):
-    """F / n (squared loss 1/2||.||^2 unless ``loss(v, y)`` is given)."""
-    f, _ = leaky(slope)
+def objective(W, V, U, Y, gamma, rho, lam, slope, skip, bias_all, three, loss=None, pieces=None):
+    """F / n (squared loss 1/2||.||^2 unless ``loss(v, y)`` is given; ``pieces`` as in :func:`forward`)."""
     N = len(W) - 1
+    layers = layer_pieces(pieces, N)
     n = Y.shape[0]
     total = 0.0
     for i in range(n):
@@ -181,7 +259,7 @@ def objective(W, V, U, Y, gamma, rho, lam, slope, skip, bias_all, three, loss=No
             x = V[0][i] if j == 1 else with_one(V[j - 1][i], bias_all)
             z = W[j] @ x
             u = U[j][i] if three else z
-            pre = u if j == N else f(u) + (V[j - 1][i] if skip and j >= 2 else 0.0)
+            pre = u if j == N else _sigma(slope, layers, j)(u) + (V[j - 1][i] if skip and j >= 2 else 0.0)
             total += 0.5 * gamma * np.sum((V[j][i] - pre) ** 2)
             if three:
                 total += 0.5 * rho * np.sum((u - z) ** 2)
