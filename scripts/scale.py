@@ -8,7 +8,8 @@ Sizes (``--n``): 1e3, 1e4, 6e4, 2e5. Families (``--families``, :data:`FAMILIES`)
 family in the setting of the digits study (``configs/study/digits_*.toml``; Algorithm 1 and 3 with
 K_V = K_W = 20 and automatic steps, Algorithm 1 also with ``inner="exact"``, the whole-objective
 family exact with K = 1 and as gd with K = 10, Zeng's two forms with the authors' numbers, ReLU
-and a bias in every layer), plus mini-batch Adam (batch 128, learning rate 1e-3) as the
+and a bias in every layer; ``annealed_three_splitting`` on sign activations with weight decay 10),
+plus mini-batch Adam (batch 128, learning rate 1e-3) as the
 reference: its row is seconds per EPOCH. Spectral diagnostics are OFF in every family
 (``spectral_diagnostics=False``): the benchmark times the sweep and the driver's record
 (objective, training metrics, movement), not the singular values.
@@ -126,6 +127,12 @@ FAMILIES: dict[str, tuple[dict, dict, dict]] = {
         {"name": "zeng_two_splitting"},
         {"activation": "relu", "bias": "all", "loss": "squared_multiclass"},
         {},
+    ),
+    # sign activations (the binary-network family; its sweep is Zeng's three-splitting plus the ramp)
+    "annealed_three_splitting": (
+        {"name": "annealed_three_splitting"},
+        {"activation": "sign", "bias": "all", "loss": "squared_multiclass"},
+        {"weight_decay": 10.0},
     ),
     # the reference: mini-batch Adam (batch 128, lr 1e-3) on the network's cross-entropy; seconds per EPOCH
     "adam": ({}, {"activation": "relu", "bias": True, "loss": "softmax_cross_entropy"}, {}),

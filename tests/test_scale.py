@@ -94,7 +94,7 @@ def test_compiled_sweep_memory_is_linear_in_n(label):
     # per sample, the temporaries stay within a few copies of the per-sample blocks (no per-sample
     # workspace of size width^2 or d_in x width)
     data, _, blocks = _abstract_problem(config, NS[0])
-    per_sample_blocks = sum(np.prod(b.shape[1:]) * 4 for b in jax.tree.leaves(blocks) if b.shape[0] == NS[0])
+    per_sample_blocks = sum(np.prod(b.shape[1:]) * 4 for b in jax.tree.leaves(blocks) if b.ndim and b.shape[0] == NS[0])
     per_sample_temp = (stats[2].temp_size_in_bytes - stats[1].temp_size_in_bytes) / (NS[2] - NS[1])
     assert per_sample_temp <= 12 * (per_sample_blocks + 4 * (D_IN + 1)), (label, per_sample_temp, per_sample_blocks)
 
