@@ -227,6 +227,12 @@ FAMILY_OVERRIDES = {
     # The authors' alpha = 5 lets F grow 1e4-fold within four sweeps here (prox-linear steps are not
     # descent steps); rounding differences would then decide every comparison.
     "zeng_two_splitting": {"hyper": {"alpha": 50.0}},
+    # The family for staircase activations runs on a sign network (with ReLU its ramp touches nothing),
+    # its ramp 1 in sweep 1, then 0 (0.5 < ramp_min): the ramped pieces first, then the true sign.
+    "annealed_three_splitting": {
+        "network": {"activation": "sign", "bias": "all"},
+        "hyper": {"ramp_decay": 0.5, "ramp_min": 0.6},
+    },
 }
 
 

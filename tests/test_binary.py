@@ -208,25 +208,6 @@ def test_fit_and_predict_use_the_true_activation(activation):
 # -- annealed_three_splitting: the same network, its jumps annealed from ramps ---------------------
 
 
-def _ramped_pieces(pieces, ramp):
-    """The plain pieces with every jump made a linear ramp of half-width ramp * gap / 2 (written here
-    from the definition in bcd_jax.algorithms.annealed's docstring, not from its code)."""
-    if ramp == 0 or any(p[2] != 0 for p in pieces):
-        return pieces
-    levels = [p[3] for p in pieces]
-    jumps = [p[0] for p in pieces[1:]]
-    gaps = [b - a for a, b in zip(jumps, jumps[1:])]
-    w = ramp * (min(gaps) if gaps else abs(levels[1] - levels[0])) / 2
-    out, low = [], -INF
-    for m, t in enumerate(jumps):
-        out.append((low, t - w, 0.0, levels[m]))
-        slope = (levels[m + 1] - levels[m]) / (2 * w)
-        out.append((t - w, t + w, slope, levels[m] - slope * (t - w)))
-        low = t + w
-    out.append((low, INF, 0.0, levels[-1]))
-    return tuple(p for p in out if p[0] < p[1])
-
-
 def _annealed(activation, *, ramp, hyper, bias="all", loss="squared", depth=4, width=4):
     network = bcd_jax.Network(depth=depth, width=width, activation=activation, bias=bias, loss=loss)
     algorithm = bcd_jax.get_algorithm("annealed_three_splitting", ramp=ramp)
@@ -263,7 +244,7 @@ def test_annealed_iterates_equal_the_reference_on_the_ramped_pieces(x64, activat
     for sweep, ramp in enumerate([0.8, 0.4, 0.2, 0.0]):
         assert float(state.blocks.ramp) == pytest.approx(ramp, abs=1e-15)
         state, info = bcd_jax.sweep(state, X, Y, config)
-        layer = [_ramped_pieces(p, ramp) for p in pieces]
+        layer = [ref.ramped_pieces(p, ramp) for p in pieces]
         W, V, U = ref.three_splitting_sweep(
             W, V, U, Y, h.gamma, h.rho, h.alpha, h.weight_decay, 0.0, False, True, grad, pieces=layer
         )
@@ -299,7 +280,7 @@ def test_the_ramped_prox_is_exact(x64, name, ramp):
     """The ramped staircase's prox against a fine grid (and its value against the plain pieces)."""
     from bcd_jax.algorithms.annealed import ramped
 
-    pieces = _ramped_pieces(PIECES[name], ramp)
+    pieces = ref.ramped_pieces(PIECES[name], ramp)
     stand_in = ramped(bcd_jax.get_activation(name), ramp)
     grid = np.linspace(-5, 5, 200_001)
     sigma = np.vectorize(lambda u: ref.piecewise_value(u, pieces))(grid)

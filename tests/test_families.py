@@ -510,6 +510,31 @@ def _reference_zeng(config, weights, X, Y, sweeps):
     return bcd_jax.ZengBlocks(tuple(W[1:]), tuple(V[1:]), tuple(U[1:]) if three else ())
 
 
+# sign as plain pieces (low, high, slope, intercept), written here from its definition (sign(0) = 1)
+SIGN_PIECES = ((-np.inf, 0.0, 0.0, -1.0), (0.0, np.inf, 0.0, 1.0))
+
+
+def _reference_annealed(config, weights, X, Y, sweeps):
+    """Each sweep: the reference's three-splitting sweep on the ramped sign of that sweep (the ramp
+    starts at ``algorithm.ramp``, shrinks by ``ramp_decay`` and is 0 once below ``ramp_min``)."""
+    ref = reference_zeng
+    network, h, algorithm = config.resolved_network, config.hyper, config.algorithm
+    assert network.activation == "sign" and network.loss == "squared" and network.bias == "all"
+    W = [None] + [np.asarray(w, np.float64) for w in weights]
+    V, U = ref.forward(W, _features(X, network), 0.0, network.skip, True, pieces=SIGN_PIECES)
+    ramp, ramps = algorithm.ramp, []
+    for _ in range(sweeps):
+        ramps.append(ramp)
+        W, V, U = ref.three_splitting_sweep(
+            W, V, U, Y, h.gamma, h.rho, h.alpha, h.weight_decay, 0.0, network.skip, True,
+            pieces=ref.ramped_pieces(SIGN_PIECES, ramp),
+        )  # fmt: skip
+        ramp = ramp * h.ramp_decay
+        ramp = 0.0 if ramp < h.ramp_min else ramp
+    assert ramps[0] > 0 and ramps[-1] == 0, ramps  # both the ramped and the true staircase are compared
+    return bcd_jax.algorithms.AnnealedBlocks(tuple(W[1:]), tuple(V[1:]), tuple(U[1:]), np.float64(ramp))
+
+
 # family -> its plain per-sample NumPy reference: (config, initial weights, X, Y, sweeps) -> the blocks.
 REFERENCES = {
     "monotone": _reference_akiyama,
@@ -518,6 +543,7 @@ REFERENCES = {
     "whole_objective": _reference_whole_objective,
     "zeng_three_splitting": _reference_zeng,
     "zeng_two_splitting": _reference_zeng,
+    "annealed_three_splitting": _reference_annealed,
 }
 
 

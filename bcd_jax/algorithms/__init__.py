@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bcd_jax.algorithms.akiyama import Akiyama, AkiyamaHyper
-from bcd_jax.algorithms.annealed import AnnealedHyper, AnnealedThreeSplitting
+from bcd_jax.algorithms.annealed import AnnealedBlocks, AnnealedHyper, AnnealedThreeSplitting
 from bcd_jax.algorithms.base import REGISTERED_CLASSES, Algorithm, Data, make_data
 from bcd_jax.algorithms.layered import LayerBlocks
 from bcd_jax.algorithms.whole_objective import WholeObjective, WholeObjectiveHyper
@@ -40,6 +40,7 @@ __all__ = [
     "Algorithm",
     "Akiyama",
     "AkiyamaHyper",
+    "AnnealedBlocks",
     "AnnealedHyper",
     "AnnealedThreeSplitting",
     "Data",

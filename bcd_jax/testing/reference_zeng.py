@@ -11,7 +11,8 @@ from -inf to inf, each closed on the left and open on the right (``sigma`` right
 jump). :func:`piecewise_value` evaluates it and :func:`scalar_prox_pieces` is its exact scalar
 prox, written from the definition without any grid search; ``forward``, ``three_splitting_sweep``
 and ``objective`` take ``pieces=`` (one activation for every hidden layer, or a list with one per
-hidden layer) in place of the LeakyReLU slope.
+hidden layer) in place of the LeakyReLU slope; :func:`ramped_pieces` gives a staircase's pieces with
+its jumps made ramps (``annealed_three_splitting``).
 
 Indexing is the paper's: ``W[j]``, ``V[j]``, ``U[j]`` for j = 1..N (index 0 of W and U unused,
 ``V[0]`` is the input with its bias column). ``bias_all``: every layer input gets a constant 1.
@@ -80,6 +81,27 @@ def scalar_prox_pieces(a, t, g, pieces):
         if best_cost is None or cost <= best_cost:
             best_u, best_cost = u, cost
     return best_u
+
+
+def ramped_pieces(pieces, ramp):
+    """``pieces`` of a staircase with every jump made a linear ramp of half-width ``ramp * gap / 2``
+    (``gap``: the smallest distance between two jumps, or the height of a single jump); pieces with
+    a slope (ReLU) and ``ramp = 0`` are returned as they are. Written from the definition in
+    ``bcd_jax.algorithms.annealed``'s docstring, not from its code."""
+    if ramp == 0 or any(p[2] != 0 for p in pieces):
+        return pieces
+    levels = [p[3] for p in pieces]
+    jumps = [p[0] for p in pieces[1:]]
+    gaps = [b - a for a, b in zip(jumps, jumps[1:])]
+    w = ramp * (min(gaps) if gaps else abs(levels[1] - levels[0])) / 2
+    out, low = [], -np.inf
+    for m, t in enumerate(jumps):
+        out.append((low, t - w, 0.0, levels[m]))
+        slope = (levels[m + 1] - levels[m]) / (2 * w)
+        out.append((t - w, t + w, slope, levels[m] - slope * (t - w)))
+        low = t + w
+    out.append((low, np.inf, 0.0, levels[-1]))
+    return tuple(p for p in out if p[0] < p[1])
 
 
 def layer_pieces(pieces, N):
