@@ -71,12 +71,12 @@ RATES = (1e-3, 3e-3, 1e-2)
 EPOCHS = {"mnist_like": 40}
 # Left out to keep the full study near 40 minutes on 2 CPU cores: the depth-5 mnist_like cells.
 DEPTHS = {"mnist_like": (2, 3)}
-# BCD: three settings, the one with the best validation accuracy of seed 0 kept per cell (as backprop's
+# BCD: four settings, the one with the best validation accuracy of seed 0 kept per cell (as backprop's
 # rate). "plain" is the issue's starting point; weight_decay shrinks the hidden pre-activations (a sign
 # or step network is scale-free, so it does not see that) and, with it, what a U block pays to cross a
 # jump; "loose" also lowers rho to 0.1 (a looser coupling U ~ W V: best of a small probe on the
-# digits' validation split, 88% against 85%); "annealed" also starts every jump as a ramp (annealed_three_splitting). docs/binary-networks.md
-# says what each buys.
+# digits' validation split, 88% against 85%); "annealed" starts every jump as a ramp
+# (annealed_three_splitting). docs/binary-networks.md says what each buys.
 BCD_LOSS, BCD_SWEEPS = "squared_multiclass", 30
 BCD_SETTINGS = {
     "plain": (bcd_jax.Zeng("three"), {"gamma": 1.0, "rho": 1.0, "alpha": 1.0}),
