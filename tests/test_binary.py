@@ -6,6 +6,8 @@ only the activation's levels)."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +17,7 @@ import bcd_jax
 from bcd_jax.network import hidden_forward, input_features
 from bcd_jax.testing import reference_zeng as ref
 
-from helpers import assert_close
+from helpers import REPO, assert_close
 
 # Plain tuples (low, high, slope, intercept), written here from the definitions: the reference
 # must not read bcd_jax.activations (quantized(levels=4) on [-1, 1]: levels -1, -1/3, 1/3, 1).
@@ -350,3 +352,24 @@ def test_annealed_family_round_trips_and_resumes_bit_identically(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(full.history.objective, resumed.history.objective)
     np.testing.assert_allclose(full.history.extras.ramp[1:], [0.9, 0.45, 0.225, 0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "binary").glob("*.toml")), ids=lambda p: p.stem)
+def test_the_binary_configs_run_from_the_command_line_and_resume(path, tmp_path):
+    """configs/binary: a sign network on the digits through ``bcd-jax run``, cut after 2 sweeps and
+    resumed to 3 from its checkpoint; the resumed run equals a straight 3-sweep run."""
+    from bcd_jax import cli
+    from bcd_jax.experiments import load_experiment
+
+    def read_json(path):
+        return json.loads(path.read_text())
+
+    experiment = load_experiment(path)
+    assert experiment.config.resolved_network.activation == "sign"
+    cut, straight = tmp_path / "cut", tmp_path / "straight"
+    assert cli.main(["run", str(path), "--out", str(cut), "--set", "sweeps=2", "--quiet"]) == 0
+    assert cli.main(["run", "--resume", str(cut), "--set", "sweeps=3", "--quiet"]) == 0
+    assert cli.main(["run", str(path), "--out", str(straight), "--set", "sweeps=3", "--quiet"]) == 0
+    resumed, once = read_json(cut / "metrics.json"), read_json(straight / "metrics.json")
+    assert resumed["sweeps_completed"] == once["sweeps_completed"] == 3
+    assert resumed["objective"] == once["objective"] and resumed["test_accuracy"] == once["test_accuracy"] > 0.15
