@@ -303,6 +303,8 @@ def test_configuration_page_lists_every_field():
         "`bcd_jax.WholeObjectiveHyper`:": bcd_jax.WholeObjectiveHyper,
         "### `bcd_jax.Zeng`": bcd_jax.Zeng,
         "`bcd_jax.ZengHyper` (": bcd_jax.ZengHyper,
+        "### `bcd_jax.algorithms.AnnealedThreeSplitting`": bcd_jax.algorithms.AnnealedThreeSplitting,
+        "`bcd_jax.algorithms.AnnealedHyper` (": bcd_jax.algorithms.AnnealedHyper,
         "### `[data]`": DataSpec,
     }
     for marker, cls in tables.items():
