@@ -607,23 +607,17 @@ def cell_table(cells: list[dict], title: str) -> list[str]:
 
 
 def study_targets(path: Path) -> dict:
-    """``{problem: (metric, best baseline value, its method)}`` from scripts/study.py's JSON, or {}."""
+    """``{problem: (metric, the strongest baseline's test metric, its method)}`` from scripts/study.py's
+    JSON (each problem's ``target`` and ``strongest``: the baseline it chose as the strongest), or {}."""
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
     out = {}
     for name, block in data.get("problems", {}).items():
-        task = block.get("task", "classification")
-        baselines = [
-            r
-            for r in block.get("rows", [])
-            if any(k in r.get("method", "").lower() for k in ("adam", "sgd", "backprop", "mini-batch"))
-        ]
-        if not baselines:
+        if block.get("target") is None or not block.get("strongest"):
             continue
-        better = min if task == "regression" else max
-        best = better(baselines, key=lambda r: r["test_metric"])
-        out[name] = ("mse" if task == "regression" else "accuracy", float(best["test_metric"]), best["method"])
+        metric = "mse" if block.get("task") == "regression" else "accuracy"
+        out[name] = (metric, float(block["target"]), block["strongest"])
     return out
 
 
@@ -843,6 +837,7 @@ def main(argv=None) -> int:
             log(f"cell {network} {family} n={n} ({sweeps} sweeps), load {load1()}")
             cell = spawn("cell", spec)
             cells.append(cell)
+            save_partial(results, args.out)
             if "seconds_per_sweep" in cell:
                 history.setdefault(key, []).append(cell)
                 log(
@@ -1006,6 +1001,15 @@ def targets_summary(results: dict) -> list[str]:
     elif target:
         lines.append(f"* whole_objective vs Adam: not measured ({target.get('error', '?')[:200]})")
     return lines
+
+
+def save_partial(results: dict, out: Path) -> None:
+    """The results so far, rewritten after every cell: a run that stops early keeps what it measured
+    (``--merge OUT/scale.partial.json`` renders it)."""
+    from bcd_jax.io import atomic_write_text, dumps_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "scale.partial.json", dumps_json(results, indent=1) + "\n")
 
 
 def write_outputs(results: dict, args) -> None:

@@ -177,26 +177,16 @@ def test_scale_script_slopes_and_study_targets(tmp_path):
     slopes = scale.slopes(cells)["1x512 f"]
     assert slopes["points_1e3_6e4"] == 3 and 0.5 < slopes["slope_1e3_6e4"] < 1.0 and slopes["slope_all"] <= 1.0
     assert scale.study_targets(tmp_path / "absent.json") == {}
-    study = {
+    study = {  # scripts/study.py's JSON: each problem's strongest backprop baseline and its test metric
         "problems": {
-            "digits": {
-                "task": "multiclass",
-                "rows": [
-                    {"method": "Adam (full batch)", "test_metric": 0.964},
-                    {"method": "SGD", "test_metric": 0.95},
-                    {"method": "whole_objective (exact)", "test_metric": 0.981},
-                ],
-            },
-            "diabetes": {
-                "task": "regression",
-                "rows": [{"method": "Adam", "test_metric": 0.8}, {"method": "SGD", "test_metric": 0.5}],
-            },
+            "digits": {"task": "classification", "target": 0.979, "strongest": "SGD+momentum", "rows": []},
+            "diabetes": {"task": "regression", "target": 0.508, "strongest": "Adam (squared)", "rows": []},
+            "unfinished": {"task": "classification", "target": None, "strongest": None, "rows": []},
         }
     }
     (tmp_path / "study.json").write_text(json.dumps(study))
     targets = scale.study_targets(tmp_path / "study.json")
-    assert targets["digits"] == ("accuracy", 0.964, "Adam (full batch)")
-    assert targets["diabetes"] == ("mse", 0.5, "SGD")
+    assert targets == {"digits": ("accuracy", 0.979, "SGD+momentum"), "diabetes": ("mse", 0.508, "Adam (squared)")}
 
 
 def test_scale_script_data_is_mnist_shaped():
