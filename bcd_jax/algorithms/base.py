@@ -81,7 +81,8 @@ def refuse_flat_activations(activations, family: str) -> None:
         if act.piecewise_constant:
             raise ValueError(
                 f"activation: layer {j}'s {act.name!r} is piecewise constant (its derivative is 0 almost everywhere), "
-                f"so {family!r}'s gradient-based blocks cannot train it; use 'zeng_three_splitting', whose U blocks "
+                f"so {family!r}'s gradient-based blocks cannot train it; use 'zeng_three_splitting' or "
+                "'annealed_three_splitting', whose U blocks "
                 "are exact minimisations for any piecewise-linear activation"
             )
 
