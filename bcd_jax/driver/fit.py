@@ -324,6 +324,24 @@ def _fit(
 
     initial, chunks, wall_time = None, [], 0.0
     saved = None  # (sweep, status) of the last checkpoint this call wrote
+
+    def write_checkpoint():
+        """Saves the run as it stands now; returns ``(sweep, status)`` of what was written."""
+        ckpt.save_checkpoint(
+            checkpoint_dir,
+            blocks,
+            done,
+            _join_history(past, initial, chunks),
+            config=config,
+            key_data=key_data,
+            fingerprint=fingerprint,
+            stop_state=state,
+            status=status,
+            run_id=run_id,
+            metadata=metadata,
+        )
+        return done, status
+
     status = Status(int(state.status)) if int(state.status) != Status.RUNNING else Status.RUNNING
     meter.start(config.sweeps, done)
     try:
@@ -375,20 +393,7 @@ def _fit(
             if interrupted.is_set() and status == Status.RUNNING:
                 status = Status.INTERRUPTED
             if checkpoint_dir is not None and (status != Status.RUNNING or checkpoint_every):
-                ckpt.save_checkpoint(
-                    checkpoint_dir,
-                    blocks,
-                    done,
-                    _join_history(past, initial, chunks),
-                    config=config,
-                    key_data=key_data,
-                    fingerprint=fingerprint,
-                    stop_state=state,
-                    status=status,
-                    run_id=run_id,
-                    metadata=metadata,
-                )
-                saved = (done, status)
+                saved = write_checkpoint()
             if n_done:
                 meter.update(done, _entry(kept, -1))
     finally:
@@ -401,19 +406,7 @@ def _fit(
     if status == Status.INTERRUPTED and checkpoint_dir is not None and saved != (done, status):
         # Ctrl-C seen between chunks (during a checkpoint write or the progress update), or before the
         # first sweep: the checkpoint records where the run stopped, as the caller is told to resume it.
-        ckpt.save_checkpoint(
-            checkpoint_dir,
-            blocks,
-            done,
-            _join_history(past, initial, chunks),
-            config=config,
-            key_data=key_data,
-            fingerprint=fingerprint,
-            stop_state=state,
-            status=status,
-            run_id=run_id,
-            metadata=metadata,
-        )
+        saved = write_checkpoint()
     history = _join_history(past, initial, chunks)
     state_out = BCDState(blocks, cache, jnp.asarray(done, jnp.int32))
     return FitResult(algorithm.weights(blocks), state_out, history, config, status, wall_time, compile_time, run_id)
