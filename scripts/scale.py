@@ -219,20 +219,13 @@ def sweep_flops(config, n: int) -> int:
     import jax
     import jax.numpy as jnp
 
-    from bcd_jax.algorithms.base import make_data as data_of
     from bcd_jax.benchmarking.flops import jaxpr_flops, traced_sweep_flops
-    from bcd_jax.driver.loop import EvalSets, sweep_record
+    from bcd_jax.driver.loop import EvalSets, abstract_problem, sweep_record
 
     step = traced_sweep_flops(config, n, D_IN, CLASSES)["step"]
     algorithm, network = config.algorithm, config.resolved_network
-    sds = jax.ShapeDtypeStruct
-    data = jax.eval_shape(
-        lambda X, Y: data_of(X, Y, network), sds((n, D_IN), jnp.float32), sds((n, CLASSES), jnp.float32)
-    )
-    weights = tuple(sds(s, jnp.float32) for s in network.layer_shapes(D_IN, CLASSES))
-    blocks = jax.eval_shape(lambda w, d: algorithm.init(w, d, network), weights, data)
-    hyper = jax.tree.map(lambda v: sds((), jnp.float32), config.hyper)
-    cache = jax.eval_shape(lambda d: algorithm.prepare(d, network), data)
+    data, cache, blocks = abstract_problem(algorithm, network, n, D_IN, CLASSES)
+    hyper = jax.tree.map(lambda v: jax.ShapeDtypeStruct((), jnp.float32), config.hyper)
     extras = jax.eval_shape(lambda b, d, c, h: algorithm.step(b, d, c, h, network)[1], blocks, data, cache, hyper)
     record = jaxpr_flops(
         lambda b, d, h, e: sweep_record(algorithm, b, e, d, EvalSets(), h, network, 0.0), blocks, data, hyper, extras
@@ -245,44 +238,38 @@ def forward_flops(network, n: int) -> int:
     return 2 * n * sum(a * b for a, b in shapes)
 
 
-def abstract_memory_need(config, n: int, mesh=None) -> int | None:
-    """XLA's memory need of fit's compiled loop for n samples, from abstract shapes (nothing allocated)."""
-    import jax
-    import jax.numpy as jnp
+def loop_memory_need(config, data, cache, blocks, dtype) -> int | None:
+    """XLA's memory need of fit's compiled loop (one sweep a chunk) for these blocks, concrete or abstract
+    (``compiled_loop`` caches the program: the one fit compiled is found again, not recompiled)."""
     import numpy as np
 
-    from bcd_jax.algorithms.base import make_data as data_of
-    from bcd_jax.driver.loop import EvalSets, _run_loop_donating
+    from bcd_jax.driver.loop import EvalSets, compiled_loop
     from bcd_jax.driver.memory import program_bytes
     from bcd_jax.stopping import initial_stop_state, stop_arrays
 
-    algorithm, network = config.algorithm, config.resolved_network
-    sds = jax.ShapeDtypeStruct
-    data = jax.eval_shape(
-        lambda X, Y: data_of(X, Y, network), sds((n, D_IN), jnp.float32), sds((n, CLASSES), jnp.float32)
-    )
-    weights = tuple(sds(s, jnp.float32) for s in network.layer_shapes(D_IN, CLASSES))
-    cache, blocks = jax.eval_shape(
-        lambda w, d: (algorithm.prepare(d, network), algorithm.init(w, d, network)), weights, data
-    )
-    hyper = config.hyper_arrays(jnp.float32)
-    stop = stop_arrays(config.stop, jnp.float32)
-    state = initial_stop_state(np.nan, jnp.float32)
-    program = _run_loop_donating.lower(
+    program = compiled_loop(
         blocks,
         cache,
         data,
         EvalSets(),
-        hyper,
-        stop,
-        state,
-        algorithm=algorithm,
-        network=network,
+        config.hyper_arrays(dtype),
+        stop_arrays(config.stop, dtype),
+        initial_stop_state(np.nan, dtype),
+        algorithm=config.algorithm,
+        network=config.resolved_network,
         num_sweeps=1,
-        limit=np.asarray(1, np.int32),
-        first=np.asarray(True),
-    ).compile()
+    )
     return program_bytes(program)
+
+
+def abstract_memory_need(config, n: int) -> int | None:
+    """XLA's memory need of fit's compiled loop for n samples, from abstract shapes (nothing allocated)."""
+    import jax.numpy as jnp
+
+    from bcd_jax.driver.loop import abstract_problem
+
+    data, cache, blocks = abstract_problem(config.algorithm, config.resolved_network, n, D_IN, CLASSES)
+    return loop_memory_need(config, data, cache, blocks, jnp.float32)
 
 
 def run_cell(spec: dict) -> dict:
@@ -374,30 +361,12 @@ def run_cell(spec: dict) -> dict:
 
 def _program_need(config, result, X, y) -> int | None:
     """XLA's memory need of the loop fit compiled (from the compiled-program cache: no recompile)."""
-    import numpy as np
-
     from bcd_jax.algorithms.base import make_data as data_of
     from bcd_jax.driver.functional import checked_data
-    from bcd_jax.driver.loop import EvalSets, compiled_loop
-    from bcd_jax.driver.memory import program_bytes
-    from bcd_jax.stopping import initial_stop_state, stop_arrays
 
-    network = config.resolved_network
     Xc, Yc = checked_data(X, y, config)
     state = result.state
-    program = compiled_loop(
-        state.blocks,
-        state.cache,
-        data_of(Xc, Yc, network),
-        EvalSets(),
-        config.hyper_arrays(Xc.dtype),
-        stop_arrays(config.stop, Xc.dtype),
-        initial_stop_state(np.nan, Xc.dtype),
-        algorithm=config.algorithm,
-        network=network,
-        num_sweeps=1,
-    )
-    return program_bytes(program)
+    return loop_memory_need(config, data_of(Xc, Yc, config.resolved_network), state.cache, state.blocks, Xc.dtype)
 
 
 def run_target(spec: dict) -> dict:

@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 
 import bcd_jax
-from bcd_jax.algorithms.base import make_data
 from bcd_jax.benchmarking.flops import traced_sweep_flops
 from bcd_jax.driver import memory
-from bcd_jax.driver.loop import EvalSets, _run_loop_donating
+from bcd_jax.driver.loop import EvalSets, abstract_problem, compiled_loop
 from bcd_jax.stopping import initial_stop_state, stop_arrays
 
 D_IN, D_OUT = 12, 3
@@ -46,22 +45,13 @@ CONFIGS.update({f"{name}-exact": (name, {"inner": "exact"}) for name in ("monoto
 
 
 def _abstract_problem(config: bcd_jax.Config, n: int):
-    algorithm, network = config.algorithm, config.resolved_network
-    sds = jax.ShapeDtypeStruct
-    data = jax.eval_shape(
-        lambda X, Y: make_data(X, Y, network), sds((n, D_IN), jnp.float32), sds((n, D_OUT), jnp.float32)
-    )
-    weights = tuple(sds(s, jnp.float32) for s in network.layer_shapes(D_IN, D_OUT))
-    cache, blocks = jax.eval_shape(
-        lambda w, d: (algorithm.prepare(d, network), algorithm.init(w, d, network)), weights, data
-    )
-    return data, cache, blocks
+    return abstract_problem(config.algorithm, config.resolved_network, n, D_IN, D_OUT)
 
 
 def _loop_memory(config: bcd_jax.Config, n: int):
     """XLA's memory analysis of fit's compiled loop (one sweep and its record) for n samples."""
     data, cache, blocks = _abstract_problem(config, n)
-    program = _run_loop_donating.lower(
+    program = compiled_loop(
         blocks,
         cache,
         data,
@@ -72,9 +62,7 @@ def _loop_memory(config: bcd_jax.Config, n: int):
         algorithm=config.algorithm,
         network=config.resolved_network,
         num_sweeps=1,
-        limit=np.asarray(1, np.int32),
-        first=np.asarray(True),
-    ).compile()
+    )
     return program.memory_analysis()
 
 

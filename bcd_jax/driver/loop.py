@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bcd_jax.algorithms.base import Algorithm, Data
+from bcd_jax.algorithms.base import Algorithm, Data, make_data
 from bcd_jax.driver.blocks import floating_leaves
 from bcd_jax.network import Network, network_output
 from bcd_jax.stopping import Status, StopArrays, StopState, stop_update
@@ -34,6 +34,7 @@ __all__ = [
     "state_record",
     "run_loop",
     "prepare_and_init",
+    "abstract_problem",
     "compiled_loop",
     "clear_compiled",
     "FINITE_FIELDS",
@@ -215,6 +216,18 @@ def run_loop(
 def prepare_and_init(weights, data: Data, *, algorithm: Algorithm, network: Network):
     """The data-only cache and the initial blocks (traceable)."""
     return algorithm.prepare(data, network), algorithm.init(weights, data, network)
+
+
+def abstract_problem(algorithm: Algorithm, network: Network, n: int, d_in: int, d_out: int, dtype=jnp.float32):
+    """``(data, cache, blocks)`` of a run on n samples as shapes only (``jax.ShapeDtypeStruct``s):
+    with :func:`compiled_loop` they give the compiled loop's memory need before any array exists."""
+    sds = jax.ShapeDtypeStruct
+    weights = tuple(sds(shape, dtype) for shape in network.layer_shapes(d_in, d_out))
+    data = jax.eval_shape(lambda X, Y: make_data(X, Y, network), sds((n, d_in), dtype), sds((n, d_out), dtype))
+    cache, blocks = jax.eval_shape(
+        lambda w, d: prepare_and_init(w, d, algorithm=algorithm, network=network), weights, data
+    )
+    return data, cache, blocks
 
 
 _STATIC = ("algorithm", "network", "num_sweeps")
