@@ -50,6 +50,15 @@ def _layer_pieces(activation, depth):
     return [PIECES[name] for name in names]
 
 
+def _small_problem(config, loss, *, seed, key, n=7, d_in=5, d_out=3):
+    """Random float64 data (one-hot rows for a classification loss), initial weights and the state."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d_in))
+    Y = rng.normal(size=(n, d_out)) if loss == "squared" else np.eye(d_out)[np.arange(n) % d_out]
+    params = bcd_jax.init_params(jax.random.key(key), config, d_in, d_out, dtype=jnp.float64)
+    return X, Y, params, bcd_jax.init_state(params, X, Y, config)
+
+
 # (activation, bias, skip, loss): every staircase, a mixed relu/sign network, both forms and both losses.
 CASES = [
     ("sign", "all", False, "squared"),
@@ -71,12 +80,8 @@ def _cross_entropy_grad(v, y):
 @pytest.mark.parametrize("activation,bias,skip,loss", CASES)
 def test_iterates_equal_the_per_sample_reference(x64, activation, bias, skip, loss):
     config = _config(activation, bias=bias, skip=skip, loss=loss)
-    rng = np.random.default_rng(0)
-    n, d_in, d_out = 7, 5, 3
-    X = rng.normal(size=(n, d_in))
-    Y = rng.normal(size=(n, d_out)) if loss == "squared" else np.eye(d_out)[np.arange(n) % d_out]
-    params = bcd_jax.init_params(jax.random.key(1), config, d_in, d_out, dtype=jnp.float64)
-    state = bcd_jax.init_state(params, X, Y, config)
+    X, Y, params, state = _small_problem(config, loss, seed=0, key=1)
+    n = len(X)
     pieces = _layer_pieces(activation, 4)
     W = [None] + [np.asarray(w, np.float64) for w in params]
     Xb = np.concatenate([X, np.ones((n, 1))], axis=1) if bias else X
@@ -232,12 +237,8 @@ def test_annealed_iterates_equal_the_reference_on_the_ramped_pieces(x64, activat
     """Ramps 0.8, 0.4, 0.2 then 0 (below ramp_min): each sweep equals the reference's three-splitting
     sweep on that ramp's pieces, and the last one the plain sweep on the staircase."""
     config = _annealed(activation, ramp=0.8, hyper=ANNEAL_HYPER, loss=loss)
-    rng = np.random.default_rng(4)
-    n, d_in, d_out = 7, 5, 3
-    X = rng.normal(size=(n, d_in))
-    Y = rng.normal(size=(n, d_out)) if loss == "squared" else np.eye(d_out)[np.arange(n) % d_out]
-    params = bcd_jax.init_params(jax.random.key(2), config, d_in, d_out, dtype=jnp.float64)
-    state = bcd_jax.init_state(params, X, Y, config)
+    X, Y, params, state = _small_problem(config, loss, seed=4, key=2)
+    n = len(X)
     pieces = _layer_pieces(activation, 4)
     W = [None] + [np.asarray(w, np.float64) for w in params]
     V, U = ref.forward(W, np.concatenate([X, np.ones((n, 1))], axis=1), 0.0, False, True, pieces=pieces)
